@@ -1,0 +1,191 @@
+"""`stepshot run`: the whole SupernetTraining schedule on this machine.
+
+The same YAML the operator takes, the same plan, the same commands its Jobs run:
+every training stage through `torchrun --standalone`, then its snapshot, then
+evaluation. State lives only in the work directory (a stage is finished when
+`<stage>/DONE` exists and its snapshot is in place), so rerunning the command
+after Ctrl-C or a kill resumes the unfinished stage from its last checkpoint
+and never reruns a finished one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stepshot import correlate as corr
+from stepshot.plan import EVAL, Plan, Stage, build_plan
+from stepshot.spec import Spec, SpecError, load_file
+
+
+@dataclass
+class StageResult:
+    stage: str
+    step: int
+    status: str = "pending"           # done | skipped (finished earlier) | failed
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+
+def stage_done(workdir: Path, stage: Stage) -> bool:
+    snapshot = workdir / "snapshots" / stage.name / "manifest.json"
+    return (workdir / stage.name / "DONE").exists() and snapshot.exists()
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stepshot.cli", *args]
+
+
+def train_command(spec_file: Path, stage: Stage, workdir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        "--nproc-per-node", str(stage.procs_per_node),
+        "-m", "stepshot.cli", "train", str(spec_file), "--stage", stage.name, "--workdir", str(workdir),
+    ]
+
+
+def _run(cmd: list[str], log: Path) -> int:
+    """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def run_stage(spec_file: Path, stage: Stage, workdir: Path) -> int:
+    log = workdir / stage.name / "stage.log"
+    rc = _run(train_command(spec_file, stage, workdir), log)
+    if rc == 0:
+        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)), log)
+    return rc
+
+
+def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir: Path, tag: str) -> dict:
+    out = workdir / "eval" / f"{tag}-predictions.json"
+    if not out.exists():
+        rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir),
+                              "--stages", ",".join(leaves), "--out", str(out)), workdir / "eval" / "eval.log")
+        if rc != 0:
+            raise RuntimeError(f"evaluation of {tag} failed (exit {rc})")
+    truth = spec.resolve(spec.evaluation.get("ground_truth"))
+    if truth is None:
+        return {"predictions": str(out)}
+    metrics = corr.correlate(corr.load_accuracies(out), corr.load_accuracies(truth))
+    return {"predictions": str(out), **{k: metrics[k] for k in ("n", "kendall_tau", "spearman", "pearson")}}
+
+
+def _eval_points(spec: Spec, plan: Plan) -> dict[int, tuple[str, ...]]:
+    """Steps after which to evaluate -> the leaves that represent the super-net there."""
+    train_steps = [s for s in plan.steps if s[0].is_train]
+    if spec.evaluation.every_stage:
+        return {step[0].step: tuple(s.name for s in step) for step in train_steps}
+    return {train_steps[-1][0].step: plan.leaves}
+
+
+def run(spec_file: Path, workdir: Path) -> list[StageResult]:
+    spec = load_file(spec_file)
+    plan = build_plan(spec)
+    workdir.mkdir(parents=True, exist_ok=True)
+    evals = _eval_points(spec, plan)
+    results: list[StageResult] = []
+    train_total = len(plan.train_stages)
+    done_count = 0
+    for step in plan.steps:
+        if not step[0].is_train:
+            continue
+        for stage in step:
+            done_count += 1
+            result = StageResult(stage.name, stage.step)
+            results.append(result)
+            if stage_done(workdir, stage):
+                result.status = "skipped"
+                print(f"[{done_count}/{train_total}] {stage.name}: finished earlier, not rerun", flush=True)
+                continue
+            print(f"[{done_count}/{train_total}] {stage.name}: training "
+                  f"({stage.epochs} epochs, lr {stage.lr:g}, from {stage.parent or 'scratch'})", flush=True)
+            start = time.monotonic()
+            rc = run_stage(spec_file, stage, workdir)
+            result.seconds = time.monotonic() - start
+            if rc != 0:
+                result.status = "failed"
+                raise RuntimeError(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
+            result.status = "done"
+        leaves = evals.get(step[0].step)
+        if leaves:
+            print(f"evaluating after step {step[0].step} ({', '.join(leaves)})", flush=True)
+            metrics = evaluate_step(spec_file, spec, leaves, workdir, f"step{step[0].step}")
+            for r in results:
+                if r.step == step[0].step:
+                    r.metrics = metrics
+    return results
+
+
+def stage_table(results: list[StageResult]) -> str:
+    head = f"{'stage':<16} {'step':>4} {'status':<8} {'time':>8} {'n':>4} {'kendall':>8} {'spearman':>8} {'pearson':>8}"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        m = r.metrics
+        fmt = (lambda k: f"{m[k]:>8.3f}" if isinstance(m.get(k), (int, float)) else f"{'-':>8}")
+        rows.append(f"{r.stage:<16} {r.step:>4} {r.status:<8} {r.seconds:>7.0f}s {m.get('n', '-'):>4} "
+                    f"{fmt('kendall_tau')} {fmt('spearman')} {fmt('pearson')}")
+    return "\n".join(rows)
+
+
+def write_report(spec: Spec, results: list[StageResult], workdir: Path) -> dict:
+    final = next((r.metrics for r in reversed(results) if r.metrics), {})
+    report = {
+        "name": spec.name, "space": spec.space, "mode": spec.few_shot.mode, "spec_hash": spec.spec_hash,
+        "stages": [r.__dict__ for r in results], "final": final,
+    }
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    truth = spec.resolve(spec.evaluation.get("ground_truth"))
+    if truth is not None and final.get("predictions"):
+        from stepshot.plot import ranking_plot  # matplotlib only when there is something to draw
+
+        ranking_plot(results, Path(final["predictions"]), truth, workdir / "ranking.png")
+    return report
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="SupernetTraining YAML (the same one kubectl applies)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="work directory (default: runs/<metadata.name>)")
+    parser.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        spec = load_file(args.file)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    workdir = (args.workdir or Path("runs") / spec.name).resolve()
+    try:
+        results = run(args.file.resolve(), workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_report(spec, results, workdir)
+    print()
+    print(stage_table(results))
+    print(f"\nreport: {workdir / 'report.json'}")
+    if (workdir / "ranking.png").exists():
+        print(f"plot:   {workdir / 'ranking.png'}")
+    return 0

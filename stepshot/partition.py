@@ -1,0 +1,95 @@
+"""Partitions of a search space for the `partitioned` few-shot mode. Torch-free.
+
+A step cuts every partition of the previous step into `parts` children along one
+dimension of one stage: its stage-out widths (S1's = the stem width) or its depths.
+The stage's remaining choices (ascending) are split into contiguous buckets, larger
+buckets first. Ids are dot-joined cut paths: "s4w0" is bucket 0 of S4's widths,
+"s4w0.s3d1" then bucket 1 of S3's depths inside it; the root is "root".
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from stepshot.space import CODES, Arch, RatioCodes, SearchSpace, extreme_arch, get_space, sample_arch
+
+ROOT = "root"
+DIMENSIONS = {"width": "w", "depth": "d"}
+
+
+@dataclass(frozen=True)
+class Partition:
+    id: str = ROOT
+    widths: tuple[tuple[int, ...] | None, ...] = (None,) * 4  # allowed stage-out widths
+    depths: tuple[tuple[int, ...] | None, ...] = (None,) * 4  # allowed depths
+
+    def contains(self, arch: Arch) -> bool:
+        return all(
+            (w is None or arch.stage_out(s) in w) and (d is None or arch.depths[s] in d)
+            for s, (w, d) in enumerate(zip(self.widths, self.depths)))
+
+    def max_arch(self, space: SearchSpace | str, ratio_codes: RatioCodes = CODES) -> Arch:
+        return extreme_arch(space, largest=True, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
+
+    def min_arch(self, space: SearchSpace | str, ratio_codes: RatioCodes = CODES) -> Arch:
+        return extreme_arch(space, largest=False, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
+
+    def sample(self, space: SearchSpace | str, rng: random.Random, ratio_codes: RatioCodes = CODES) -> Arch:
+        return sample_arch(space, rng, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
+
+    def choices(self, space: SearchSpace | str, dimension: str, stage: int) -> tuple[int, ...]:
+        """Allowed widths or depths of a 0-based stage, ascending."""
+        sp = get_space(space)
+        if dimension == "width":
+            return self.widths[stage] or sp.stage_widths(stage)
+        return self.depths[stage] or sp.depth_choices[stage]
+
+
+def _buckets(values: Sequence[int], parts: int) -> list[tuple[int, ...]]:
+    size, extra = divmod(len(values), parts)
+    out, start = [], 0
+    for k in range(parts):
+        end = start + size + (k < extra)
+        out.append(tuple(values[start:end]))
+        start = end
+    return out
+
+
+def cut(parent: Partition, space: SearchSpace | str, dimension: str, stage: int, parts: int) -> list[Partition]:
+    """Split `parent` into `parts` children along `dimension` of `stage` (1..4)."""
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"dimension must be one of {sorted(DIMENSIONS)}, got {dimension!r}")
+    if not 1 <= stage <= 4:
+        raise ValueError(f"stage must be 1..4, got {stage}")
+    values = parent.choices(space, dimension, stage - 1)
+    if not 2 <= parts <= len(values):
+        raise ValueError(f"partition {parent.id!r}: cannot cut {len(values)} {dimension} choices "
+                         f"{list(values)} of stage {stage} into {parts} parts")
+    field = "widths" if dimension == "width" else "depths"
+    children = []
+    for k, bucket in enumerate(_buckets(values, parts)):
+        label = f"s{stage}{DIMENSIONS[dimension]}{k}"
+        allowed = list(getattr(parent, field))
+        allowed[stage - 1] = bucket
+        children.append(replace(parent, id=label if parent.id == ROOT else f"{parent.id}.{label}",
+                                **{field: tuple(allowed)}))
+    return children
+
+
+def build_tree(space: SearchSpace | str, steps: list[dict]) -> list[list[Partition]]:
+    """Partitions per step; step 0 is [root], each step cuts every partition of the last."""
+    levels = [[Partition()]]
+    for step in steps:
+        levels.append([child for part in levels[-1]
+                       for child in cut(part, space, step["dimension"], step["stage"], step["parts"])])
+    return levels
+
+
+def route(arch: Arch, leaves: Sequence[Partition]) -> Partition:
+    """The one leaf that contains `arch`."""
+    hits = [p for p in leaves if p.contains(arch)]
+    if len(hits) != 1:
+        raise ValueError(f"{arch.encode()} lies in {len(hits)} partitions "
+                         f"({[p.id for p in hits]}); expected exactly one")
+    return hits[0]

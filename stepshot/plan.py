@@ -1,0 +1,134 @@
+"""The stage plan derived from a SupernetTraining spec.
+
+One plan, three consumers: the operator (which Jobs exist and in what order),
+the local runner (which processes to launch) and `stepshot render`. The plan is
+a pure function of the spec, so every consumer derives the same stage names and
+therefore the same deterministic Job names.
+
+    step 0            one-shot super-net                  "oneshot"
+    step 1..n         grouped: G = 2, 3, ... one stage each   "g2", "g3", ...
+                      partitioned: every partition of the step  "s4w0", "s4w0-s3d1", ...
+    step n+1          evaluation of the leaves            "eval"
+
+Every training stage ends with a snapshot of its selected checkpoint; a stage's
+`parent` is the stage whose snapshot initialises it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from stepshot.partition import Partition, build_tree
+from stepshot.space import get_space
+from stepshot.spec import Spec
+
+ONESHOT = "oneshot"
+EVAL = "eval"
+MAX_NAME = 52  # leaves room for "-snap" and an Indexed Job's "-<index>" within 63
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str                  # "train" | "evaluate"
+    step: int
+    parent: str | None = None
+    partition: str = "root"
+    groups: int | None = None  # G of a grouped few-shot stage
+    epochs: int = 0
+    lr: float = 0.0
+    warmup_epochs: float = 0.0
+    nodes: int = 1
+    procs_per_node: int = 1
+
+    @property
+    def is_train(self) -> bool:
+        return self.kind == "train"
+
+
+@dataclass(frozen=True)
+class Plan:
+    stages: tuple[Stage, ...]
+    steps: tuple[tuple[Stage, ...], ...]
+    leaves: tuple[str, ...]
+    partitions: dict[str, Partition]  # stage name -> partition (partitioned mode; root otherwise)
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage {name!r} in the plan; stages: {[s.name for s in self.stages]}")
+
+    @property
+    def train_stages(self) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if s.is_train)
+
+    def children(self, name: str) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if s.parent == name)
+
+    def lineage(self, name: str) -> tuple[Stage, ...]:
+        """The chain of stages from the one-shot stage to `name`."""
+        chain = [self.stage(name)]
+        while chain[-1].parent:
+            chain.append(self.stage(chain[-1].parent))
+        return tuple(reversed(chain))
+
+
+def partition_stage(partition_id: str) -> str:
+    """Stage name of a partition: its id with dots as dashes ("s4w0.s3d1" -> "s4w0-s3d1")."""
+    return partition_id.replace(".", "-")
+
+
+def build_plan(spec: Spec) -> Plan:
+    res = spec.resources
+    common = dict(nodes=res.nodes, procs_per_node=res.procs_per_node)
+    oneshot = Stage(ONESHOT, "train", 0, epochs=spec.one_shot.epochs, lr=spec.one_shot.lr,
+                    warmup_epochs=spec.one_shot.warmup_epochs, **common)
+    steps: list[tuple[Stage, ...]] = [(oneshot,)]
+    root = build_tree(get_space(spec.space), [])[0][0]
+    partitions: dict[str, Partition] = {ONESHOT: root}
+    few = spec.few_shot
+    if few.mode == "grouped":
+        overrides = few.lr_by_groups.to_dict()
+        parent = ONESHOT
+        for i, groups in enumerate(few.groups, start=1):
+            stage = Stage(f"g{groups}", "train", i, parent=parent, groups=groups, epochs=few.epochs,
+                          lr=float(overrides.get(str(groups), few.lr)), **common)
+            partitions[stage.name] = root
+            steps.append((stage,))
+            parent = stage.name
+    elif few.mode == "partitioned":
+        tree = build_tree(get_space(spec.space), [s.to_dict() for s in few.steps])
+        for i, level in enumerate(tree[1:], start=1):
+            stages = []
+            for part in level:
+                parent_id = part.id.rsplit(".", 1)[0] if "." in part.id else None
+                parent = partition_stage(parent_id) if parent_id else ONESHOT
+                stage = Stage(partition_stage(part.id), "train", i, parent=parent,
+                              partition=part.id, epochs=few.epochs, lr=few.lr, **common)
+                partitions[stage.name] = part
+                stages.append(stage)
+            steps.append(tuple(stages))
+    leaves = tuple(s.name for s in steps[-1])
+    steps.append((Stage(EVAL, "evaluate", len(steps)),))
+    stages = tuple(s for step in steps for s in step)
+    return Plan(stages=stages, steps=tuple(steps), leaves=leaves, partitions=partitions)
+
+
+def _dns(text: str) -> str:
+    text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if len(text) <= MAX_NAME:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:MAX_NAME - 9].rstrip('-')}-{digest}"
+
+
+def job_name(resource: str, stage: Stage) -> str:
+    """Deterministic DNS-1123 name of a stage's Job (<= 52 chars)."""
+    return _dns(f"{resource}-{stage.name}")
+
+
+def snapshot_name(resource: str, stage: Stage) -> str:
+    """Deterministic name of a stage's snapshot Job / VolumeSnapshot."""
+    return _dns(f"{resource}-{stage.name}") + "-snap"

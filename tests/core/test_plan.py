@@ -1,0 +1,57 @@
+"""The stage plan: what the operator, the local runner and render all derive from one spec."""
+import copy
+
+from stepshot import plan as planmod
+from stepshot import spec
+
+BASE = {
+    "metadata": {"name": "demo"},
+    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}},
+}
+
+
+def make(**few):
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["fewShot"] = few
+    return planmod.build_plan(spec.load(doc))
+
+
+def test_grouped_plan_is_a_chain_with_paper_lrs():
+    p = make(mode="grouped")
+    assert [s.name for s in p.stages] == ["oneshot", "g2", "g3", "g4", "g5", "g6", "g7", "eval"]
+    assert [s.parent for s in p.stages[1:-1]] == ["oneshot", "g2", "g3", "g4", "g5", "g6"]
+    assert p.stage("g3").lr == 0.002 and p.stage("g2").lr == 0.001
+    assert p.stage("g2").warmup_epochs == 0 and p.stage("oneshot").warmup_epochs == 5
+    assert p.leaves == ("g7",)
+    assert [len(step) for step in p.steps] == [1] * 8
+    assert [s.name for s in p.lineage("g4")] == ["oneshot", "g2", "g3", "g4"]
+
+
+def test_partitioned_plan_fans_out_and_every_child_has_its_parent():
+    p = make(mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 2},
+                                        {"dimension": "depth", "stage": 3, "parts": 3}])
+    sizes = [len(step) for step in p.steps]
+    assert sizes == [1, 2, 6, 1]
+    names = {s.name for s in p.stages}
+    for stage in p.steps[2]:
+        assert stage.parent in {s.name for s in p.steps[1]}
+        assert stage.partition.startswith(p.stage(stage.parent).partition + ".")
+    assert set(p.leaves) == {s.name for s in p.steps[2]}
+    assert len(names) == len(p.stages)  # unique
+
+
+def test_one_shot_only():
+    p = make(mode="none")
+    assert [s.name for s in p.stages] == ["oneshot", "eval"] and p.leaves == ("oneshot",)
+
+
+def test_job_names_are_deterministic_dns_labels():
+    p = make(mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 2}])
+    long_name = "a" * 80
+    names = [planmod.job_name(long_name, s) for s in p.stages]
+    assert len(set(names)) == len(names)
+    assert all(len(n) <= planmod.MAX_NAME and n == n.lower() for n in names)
+    assert names == [planmod.job_name(long_name, s) for s in make(
+        mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 2}]).stages]
+    snap = planmod.snapshot_name("demo", p.stage("oneshot"))
+    assert snap == "demo-oneshot-snap"

@@ -1,0 +1,109 @@
+"""The SupernetTraining schema: defaults, API-server-style errors naming the field, CRD shape."""
+import copy
+
+import pytest
+import yaml
+
+from stepshot import spec
+
+BASE = {
+    "apiVersion": "stepshot.dev/v1alpha1",
+    "kind": "SupernetTraining",
+    "metadata": {"name": "t"},
+    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}},
+}
+
+
+def with_spec(**patch):
+    doc = copy.deepcopy(BASE)
+    for dotted, value in patch.items():
+        node = doc["spec"]
+        *head, last = dotted.split("__")
+        for key in head:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return doc
+
+
+def test_defaults_fill_nested_sections():
+    s = spec.load(BASE)
+    assert s.training.batch_size == 128
+    assert s.training.zero_init_last_bn is True
+    assert s.one_shot.epochs == 100 and s.one_shot.warmup_epochs == 5.0
+    assert s.few_shot.mode == "grouped"
+    assert s.few_shot.groups == (2, 3, 4, 5, 6, 7)
+    assert s.few_shot.lr_by_groups.to_dict() == {"3": 0.002}
+    assert s.resources.nodes == 1 and s.metrics_port == 9400
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("resources__nodes", 0, "spec.resources.nodes: Invalid value: 0: spec.resources.nodes in body should be greater than or equal to 1"),
+    ("oneShot__epochs", "3", "spec.oneShot.epochs: Invalid value: \"string\""),
+    ("oneShot__lr", 0, "spec.oneShot.lr: Invalid value: 0"),
+    ("space", "resnet50", "spec.space: Unsupported value: \"resnet50\""),
+    ("fewShot__mode", "fewshot", "spec.fewShot.mode: Unsupported value"),
+    ("training__ratioCodes", [1, 8], "spec.training.ratioCodes[1]: Invalid value: 8"),
+    ("resources__memory", "lots", "spec.resources.memory: Invalid value: \"lots\""),
+    ("trainng", {}, "spec.trainng: Unknown field"),
+])
+def test_bad_input_names_the_field(field, value, needle):
+    errors = spec.validate(with_spec(**{field: value}))
+    assert any(needle in e for e in errors), errors
+    with pytest.raises(spec.SpecError) as exc:
+        spec.load(with_spec(**{field: value}))
+    assert needle in str(exc.value)
+
+
+def test_missing_required_field():
+    doc = copy.deepcopy(BASE)
+    del doc["spec"]["space"]
+    assert "spec.space: Required value" in spec.validate(doc)
+
+
+def test_cross_field_rules():
+    errors = spec.validate(with_spec(fewShot__groups=[3, 2]))
+    assert any(e.startswith("spec.fewShot.groups:") for e in errors)
+    errors = spec.validate(with_spec(fewShot__mode="partitioned"))
+    assert errors == ["spec.fewShot.steps: Required value: partitioned mode needs at least one step"]
+    errors = spec.validate(with_spec(fewShot__mode="partitioned",
+                                     fewShot__steps=[{"dimension": "depth", "stage": 1, "parts": 5}]))
+    assert any("spec.fewShot.steps[0].parts" in e and "at most 4" in e for e in errors), errors
+    errors = spec.validate(with_spec(selection={"archs": "a.json"}))
+    assert any(e.startswith("spec.selection") for e in errors)
+
+
+def test_view_is_read_only_and_names_missing_fields():
+    s = spec.load(BASE)
+    with pytest.raises(AttributeError):
+        s.training.batch_size = 3
+    with pytest.raises(AttributeError, match="spec.evaluation.archs"):
+        _ = s.evaluation.archs
+    assert s.evaluation.get("archs") is None
+
+
+def test_spec_hash_tracks_content():
+    a = spec.load(BASE).spec_hash
+    b = spec.load(with_spec(training__seed=1)).spec_hash
+    assert a != b and a == spec.load(copy.deepcopy(BASE)).spec_hash
+
+
+def test_crd_shape():
+    crd = spec.crd()
+    version = crd["spec"]["versions"][0]
+    assert crd["metadata"]["name"] == "supernettrainings.stepshot.dev"
+    assert version["subresources"] == {"status": {}}
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["x-kubernetes-preserve-unknown-fields"] is True  # keeps kopf's bookkeeping
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Stage", "Partitions", "Tau", "Age"]
+    yaml.safe_dump(crd)  # serialisable
+
+
+def test_load_file_resolves_relative_paths(tmp_path):
+    path = tmp_path / "t.yaml"
+    doc = with_spec(evaluation={"groundTruth": "gt.json"})
+    path.write_text(yaml.safe_dump(doc))
+    s = spec.load_file(path)
+    assert s.resolve(s.evaluation.ground_truth) == tmp_path / "gt.json"
+    path.write_text("spec: [unclosed")
+    with pytest.raises(spec.SpecError, match="t.yaml"):
+        spec.load_file(path)

@@ -1,0 +1,83 @@
+"""A plain ResNet for one architecture: what `extract` returns and what ground truth trains."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stepshot.space import Arch, SearchSpace, get_space
+
+
+def resize(x: Tensor, resolution: int) -> Tensor:
+    """The model-side resolution change of the spec (§3.1): bicubic, align_corners=True."""
+    if x.shape[-2:] == (resolution, resolution):
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=True)
+
+
+class Stem(nn.Module):
+    def __init__(self, space: SearchSpace, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(space.in_channels, width, space.stem_kernel, space.stem_stride,
+                              padding=space.stem_kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.pool = nn.MaxPool2d(3, 2, 1) if space.stem_maxpool else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(F.relu(self.bn(self.conv(x))))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, mid: int, out: int, stride: int, projection: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        # same rule as the super-net (SearchSpace.has_projection), so extraction is exact
+        self.sc_conv = nn.Conv2d(cin, out, 1, stride, bias=False) if projection else None
+        self.sc_bn = nn.BatchNorm2d(out) if projection else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = self.sc_bn(self.sc_conv(x)) if self.sc_conv is not None else x
+        return F.relu(y + shortcut)
+
+
+class StaticResNet(nn.Module):
+    """ResNet of one `Arch`; resizes its input to `resolution` (default: the space's)."""
+
+    def __init__(self, space: SearchSpace | str, arch: Arch, *, resolution: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        sp = get_space(space)
+        self.arch = arch
+        self.resolution = resolution or sp.resolution
+        self.stem = Stem(sp, arch.stem)
+        stages, cin = [], arch.stem
+        for s, blocks in enumerate(arch.blocks):
+            layers = []
+            for b, (mid, out) in enumerate(blocks):
+                stride = sp.strides[s] if b == 0 else 1
+                layers.append(BasicBlock(cin, mid, out, stride, sp.has_projection(s, b)))
+                cin = out
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(cin, sp.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(resize(x, self.resolution))
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(self.dropout(x.mean((2, 3))))
+
+
+def build_static(space: SearchSpace | str, arch: Arch, *, dropout: float = 0.0,
+                 zero_init_last_bn: bool = False) -> StaticResNet:
+    """A freshly initialised stand-alone net (PyTorch default init, as the super-net)."""
+    net = StaticResNet(space, arch, dropout=dropout)
+    if zero_init_last_bn:
+        for stage in net.stages:
+            for block in stage:
+                nn.init.zeros_(block.bn2.weight)
+    return net
