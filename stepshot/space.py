@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Sequence, Union
 
 RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # ratio codes 1..7
@@ -72,19 +73,27 @@ class SearchSpace:
         # round() first, as the 4th team does; identical values for the real space (§1.1)
         return make_divisible(round(base * RATIOS[ratio_code - 1]), self.divisor)
 
+    @cached_property
+    def _widths(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """[out, mid][stage][code - 1], cached: parsing a 45k-code pool hits these a lot."""
+        outs = tuple(tuple(self.width(self.stem_base if s == 0 else b, c) for c in CODES)
+                     for s, b in enumerate(self.stage_bases))
+        mids = tuple(tuple(self.width(b, c) for c in CODES) for b in self.stage_bases)
+        return outs, mids
+
     def out_width(self, stage: int, ratio_code: int) -> int:
         """Stage-out width for a code; S1's out width is the stem width."""
-        return self.width(self.stem_base if stage == 0 else self.stage_bases[stage], ratio_code)
+        return self._widths[0][stage][ratio_code - 1]
 
     def mid_width(self, stage: int, ratio_code: int) -> int:
-        return self.width(self.stage_bases[stage], ratio_code)
+        return self._widths[1][stage][ratio_code - 1]
 
     def stage_widths(self, stage: int) -> tuple[int, ...]:
         """Distinct out widths of stage 0..3, ascending."""
-        return tuple(sorted({self.out_width(stage, c) for c in CODES}))
+        return tuple(sorted(set(self._widths[0][stage])))
 
     def stem_widths(self) -> tuple[int, ...]:
-        return tuple(sorted({self.width(self.stem_base, c) for c in CODES}))
+        return self.stage_widths(0)  # S1's out width is the stem width
 
     def max_in(self, stage: int) -> int:
         """Widest input of a stage's first block (previous stage's or the stem's max)."""
@@ -102,13 +111,17 @@ class SearchSpace:
 
     def slot(self, stage: int, block: int) -> int:
         """Position of a block's mid code in the 52-char form."""
-        return BLOCKS_AT + 2 * (sum(self.max_depths[:stage]) + block)
+        return self._stage_slots[stage] + 2 * block
 
-    @property
+    @cached_property
+    def _stage_slots(self) -> tuple[int, ...]:
+        return tuple(BLOCKS_AT + 2 * sum(self.max_depths[:s]) for s in range(4))
+
+    @cached_property
     def max_arch(self) -> "Arch":
         return extreme_arch(self, largest=True)
 
-    @property
+    @cached_property
     def min_arch(self) -> "Arch":
         return extreme_arch(self, largest=False)
 
@@ -169,8 +182,9 @@ class Arch:
             raise ArchError(f"need 4 stages, got depths {self.depths} and {len(self.codes)} stage codes")
         parts = ["1", *map(str, self.depths), str(self.stem_code)]
         for s, stage in enumerate(self.codes):
-            if len(stage) != self.depths[s]:
-                raise ArchError(f"stage {s + 1}: {len(stage)} block codes for depth {self.depths[s]}")
+            if len(stage) != self.depths[s] or len(stage) > sp.max_depths[s]:
+                raise ArchError(f"stage {s + 1}: {len(stage)} block codes for depth {self.depths[s]} "
+                                f"({sp.max_depths[s]} slots)")
             slots = [f"{m}{o}" for m, o in stage] + ["00"] * (sp.max_depths[s] - len(stage))
             parts.extend(slots)
         return "".join(parts)

@@ -88,8 +88,10 @@ def _obj(properties: dict, description: str = "", required: list[str] | None = N
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
-    # `default: {}` makes the API server (and apply_defaults) fill nested defaults.
-    schema["default"] = {} if default is None else default
+    # `default: {}` makes the API server (and apply_defaults) fill nested defaults; an object
+    # with required fields cannot default to {} (the API server rejects such a schema).
+    if not required:
+        schema["default"] = {} if default is None else default
     if description:
         schema["description"] = description
     return schema

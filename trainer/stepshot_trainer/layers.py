@@ -2,14 +2,21 @@
 
 Each layer subclasses its torch counterpart, so parameter names, shapes and init
 match the static layers, and `copy_prefix` can move weights between the two by
-slicing every tensor to the destination's shape. Slices are views: no per-step
-weight copies.
+slicing every tensor to the destination's shape. Slices are views (no per-step
+weight copies), and an uncut weight is used as is.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def prefix(t: Tensor, *sizes: int) -> Tensor:
+    """The leading `sizes` slice of `t`; `t` itself when nothing is cut (no autograd slice op)."""
+    if tuple(t.shape[: len(sizes)]) == sizes:
+        return t
+    return t[tuple(slice(0, n) for n in sizes)]
 
 
 class DynamicConv2d(nn.Conv2d):
@@ -19,7 +26,7 @@ class DynamicConv2d(nn.Conv2d):
         super().__init__(in_max, out_max, kernel, stride, padding=kernel // 2, bias=False)
 
     def forward(self, x: Tensor, out: int) -> Tensor:  # type: ignore[override]
-        return F.conv2d(x, self.weight[:out, : x.shape[1]], None, self.stride, self.padding)
+        return F.conv2d(x, prefix(self.weight, out, x.shape[1]), None, self.stride, self.padding)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):
@@ -36,17 +43,18 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         c = x.shape[1]
+        weight, bias = prefix(self.weight, c), prefix(self.bias, c)
         if self.training:
-            return F.batch_norm(x, None, None, self.weight[:c], self.bias[:c], True, 0.0, self.eps)
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c],
-                            self.weight[:c], self.bias[:c], False, 0.0, self.eps)
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        return F.batch_norm(x, prefix(self.running_mean, c), prefix(self.running_var, c),
+                            weight, bias, False, 0.0, self.eps)
 
 
 class DynamicLinear(nn.Linear):
     """Linear over the first in-features; all outputs (classes) are kept."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
+        return F.linear(x, prefix(self.weight, self.out_features, x.shape[1]), self.bias)
 
 
 @torch.no_grad()
@@ -58,4 +66,4 @@ def copy_prefix(dst: nn.Module, src: nn.Module) -> None:
     """
     source = src.state_dict()
     for name, tensor in dst.state_dict().items():
-        tensor.copy_(source[name][tuple(slice(0, n) for n in tensor.shape)])
+        tensor.copy_(prefix(source[name], *tensor.shape))

@@ -97,36 +97,40 @@ namespace; cluster mode defaults to [] (= all namespaces).
 
 {{/*
 The operator's namespaced rules, shared by the Role (namespaced mode) and the ClusterRole
-(cluster mode). Exactly what the operator and kopf use; nothing else.
+(cluster mode): exactly the calls of operator/stepshot_operator (k8s.py, handlers.py) and of
+kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with only these.
 */}}
 {{- define "stepshot.namespacedRules" -}}
-# The SupernetTraining resources: watched by kopf, annotated/finalized (kopf progress storage).
+# SupernetTrainings: kopf lists/watches them; reconcile reads one (get) and deletes it once
+# ttlSecondsAfterFinished has passed.
 - apiGroups: ["stepshot.dev"]
   resources: ["supernettrainings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "delete"]
+# The status is recomputed and merge-patched on every reconcile pass.
 - apiGroups: ["stepshot.dev"]
   resources: ["supernettrainings/status"]
-  verbs: ["get", "patch", "update"]
-# Stage Jobs (one-shot, snapshot, partitions, evaluation): created, followed, suspended, removed.
+  verbs: ["patch"]
+# Stage Jobs: created, listed per resource, watched by kopf (job events wake the owner),
+# patched for spec.suspend. Deletion is left to owner references (garbage collector).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "patch", "delete"]
-# Pods: read-only, for the termination messages of failed stage pods.
+  verbs: ["create", "list", "watch", "patch"]
+# Pods: listed read-only for the termination messages of finished stage pods.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Rendered spec ConfigMaps and headless rendezvous Services of multi-node stages.
+  verbs: ["list"]
+# The rendered-spec ConfigMap and the headless rendezvous Service of multi-node stages.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["create", "get", "list", "watch", "delete"]
-# Events on the resource (kopf's handler events and the operator's own).
+  verbs: ["create"]
+# Events on the resource (stage transitions, posted through kopf).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.rbac.volumeSnapshots }}
 # Weight snapshots between steps (spec.storage.snapshot: volumeSnapshot|auto).
 - apiGroups: ["snapshot.storage.k8s.io"]
   resources: ["volumesnapshots"]
-  verbs: ["create", "get", "list", "watch"]
+  verbs: ["create", "list"]
 {{- end }}
 {{- end }}

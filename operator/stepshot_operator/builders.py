@@ -1,0 +1,335 @@
+"""Pure manifest builders: (spec, plan stage, server capabilities) -> Kubernetes object dicts.
+
+No kopf, no kubernetes client: `stepshot render` prints exactly what these return, and the
+operator creates exactly that (plus owner references from `kopf.adopt`).
+
+Every pod runs the trainer image as a non-root user with a read-only root filesystem and
+no service-account token: trainer pods have no API rights. What the operator needs back
+from them (selected checkpoint, evaluation metrics) travels in the container termination
+message, a file named by env STEPSHOT_TERMINATION_LOG.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import yaml
+
+from stepshot.plan import Plan, Stage, job_name, snapshot_name
+from stepshot.spec import API_VERSION, KIND, Spec
+
+LABEL_TRAINING = "stepshot.dev/training"
+LABEL_STAGE = "stepshot.dev/stage"
+LABEL_PARTITION = "stepshot.dev/partition"
+LABEL_STEP = "stepshot.dev/step"
+LABEL_COMPONENT = "stepshot.dev/component"    # train | snapshot | evaluate
+LABEL_JOB = "stepshot.dev/job"                # on pods: the Job they belong to (termination lookups)
+ANNOTATION_SPEC_HASH = "stepshot.dev/spec-hash"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+SPEC_DIR = "/etc/stepshot"
+SPEC_FILE = f"{SPEC_DIR}/spec.yaml"
+TERMINATION_LOG = "/dev/termination-log"
+MASTER_PORT = 29500
+UID = 1000
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What the API server serves; the operator discovers it, `render` assumes a current cluster."""
+
+    version: tuple[int, int] = (1, 30)
+    volume_snapshots: bool = False
+
+    @property
+    def indexed_jobs(self) -> bool:  # completionMode: Indexed + the index annotation (beta 1.22)
+        return self.version >= (1, 22)
+
+    @property
+    def job_suspend(self) -> bool:   # Job.spec.suspend (beta, on by default, 1.22)
+        return self.version >= (1, 22)
+
+    @property
+    def pod_replacement_policy(self) -> bool:  # beta 1.29: no second pod per index while one terminates
+        return self.version >= (1, 29)
+
+
+@dataclass(frozen=True)
+class Context:
+    spec: Spec
+    plan: Plan
+    caps: Caps = Caps()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+
+def label_value(text: str) -> str:
+    """A valid label value (<= 63 chars, alnum ends); long values keep a hash suffix."""
+    text = re.sub(r"[^A-Za-z0-9._-]", "-", text).strip("-._")
+    if len(text) <= 63:
+        return text
+    return f"{text[:54].rstrip('-._')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def selector(resource: str) -> str:
+    """Label selector of every child of a SupernetTraining."""
+    return f"{LABEL_TRAINING}={label_value(resource)}"
+
+
+def _dns(text: str, limit: int = 63) -> str:
+    text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 9].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def config_map_name(resource: str) -> str:
+    return _dns(f"{resource}-spec")
+
+
+def labels(ctx: Context, stage: Stage | None = None, component: str | None = None) -> dict[str, str]:
+    out = {"app.kubernetes.io/name": "stepshot", "app.kubernetes.io/managed-by": "stepshot-operator",
+           LABEL_TRAINING: label_value(ctx.name)}
+    if stage is not None:
+        out.update({LABEL_STAGE: label_value(stage.name), LABEL_PARTITION: label_value(stage.partition),
+                    LABEL_STEP: str(stage.step)})
+    if component:
+        out[LABEL_COMPONENT] = component
+    return out
+
+
+def _meta(ctx: Context, name: str, lbl: dict[str, str]) -> dict:
+    return {"name": name, "namespace": ctx.namespace, "labels": dict(lbl),
+            "annotations": {ANNOTATION_SPEC_HASH: ctx.spec.spec_hash}}
+
+
+# --------------------------------------------------------------------------- the spec ConfigMap
+
+def spec_config_map(ctx: Context) -> dict:
+    """The resource's (defaulted) spec as the YAML file every trainer pod reads."""
+    doc = {"apiVersion": API_VERSION, "kind": KIND,
+           "metadata": {"name": ctx.name, "namespace": ctx.namespace},
+           "spec": ctx.spec.raw["spec"]}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(ctx, config_map_name(ctx.name), labels(ctx, component="spec")),
+            "data": {"spec.yaml": yaml.safe_dump(doc, sort_keys=False)}}
+
+
+# --------------------------------------------------------------------------- pod pieces
+
+def _volumes(ctx: Context, shm: bool) -> tuple[list[dict], list[dict]]:
+    storage, dataset = ctx.spec.storage, ctx.spec.dataset
+    work = ({"persistentVolumeClaim": {"claimName": storage.claim_name}}
+            if storage.get("claim_name") else {"emptyDir": {}})  # render only; the operator requires a claim
+    volumes = [{"name": "spec", "configMap": {"name": config_map_name(ctx.name)}},
+               {"name": "workdir", **work},
+               {"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+              {"name": "workdir", "mountPath": storage.path},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    if dataset.get("volume") is not None:
+        volumes.append({"name": "dataset", **dataset.volume.to_dict()})
+        mounts.append({"name": "dataset", "mountPath": dataset.path, "readOnly": True})
+    if shm:  # DataLoader workers share batches through /dev/shm
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return volumes, mounts
+
+
+def _resources(cpu: str, memory: str, gpus: int) -> dict:
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(limits), "limits": limits}
+
+
+_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                       "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                 "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _env(extra: list[dict] | None = None) -> list[dict]:
+    base = [{"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},  # root filesystem is read-only
+            {"name": "STEPSHOT_TERMINATION_LOG", "value": TERMINATION_LOG}]
+    return base + (extra or [])
+
+
+def _container(ctx: Context, name: str, command: list[str], resources: dict, mounts: list[dict],
+               env: list[dict] | None = None, ports: list[dict] | None = None) -> dict:
+    container = {"name": name, "image": ctx.spec.image, "imagePullPolicy": ctx.spec.image_pull_policy,
+                 "command": command, "env": _env(env), "resources": resources, "volumeMounts": mounts,
+                 "securityContext": dict(_CONTAINER_SECURITY),
+                 "terminationMessagePath": TERMINATION_LOG,
+                 # A crash without a message still tells the operator why (the log tail).
+                 "terminationMessagePolicy": "FallbackToLogsOnError"}
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def _pod_spec(containers: list[dict], volumes: list[dict], init: list[dict] | None = None,
+              **extra: object) -> dict:
+    spec = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+            "securityContext": dict(_POD_SECURITY), "containers": containers, "volumes": volumes}
+    if init:
+        spec["initContainers"] = init
+    spec.update(extra)
+    return spec
+
+
+def _job(ctx: Context, name: str, lbl: dict[str, str], pod_spec: dict, **spec_extra: object) -> dict:
+    pod_labels = {**lbl, LABEL_JOB: name}
+    spec: dict = {"backoffLimit": ctx.spec.backoff_limit, **spec_extra,
+                  "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}
+    if ctx.caps.job_suspend:
+        spec["suspend"] = bool(ctx.spec.suspend)
+    # No ttlSecondsAfterFinished: a vanished finished Job is indistinguishable from one never
+    # created, and stage state is derived from the Jobs. Deleting the resource (or its own
+    # TTL) removes them through owner references.
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(ctx, name, lbl), "spec": spec}
+
+
+# --------------------------------------------------------------------------- training stages
+
+def train_job_names(ctx: Context, stage: Stage) -> list[str]:
+    """The Jobs that run a training stage: one, or one per node where Indexed Jobs are missing."""
+    base = job_name(ctx.name, stage)
+    if stage.nodes > 1 and not ctx.caps.indexed_jobs:
+        return [f"{base}-{rank}" for rank in range(stage.nodes)]
+    return [base]
+
+
+def _dns_wait(ctx: Context, master: str) -> dict:
+    """Init container: wait until the master's headless-Service record resolves (pytorch#73682)."""
+    script = ("import socket,sys,time\n"
+              "for _ in range(600):\n"
+              "    try:\n"
+              f"        socket.getaddrinfo({master!r}, {MASTER_PORT}); sys.exit(0)\n"
+              "    except OSError:\n"
+              "        time.sleep(1)\n"
+              f"sys.exit('no DNS record for {master} after 600 s')\n")
+    return _container(ctx, "wait-for-master", ["python", "-c", script], _resources("100m", "128Mi", 0), [])
+
+
+def train_objects(ctx: Context, stage: Stage) -> list[dict]:
+    """Headless Service (multi-node) and the Job(s) of one training stage.
+
+    nodes == 1: one plain Job, `torchrun --standalone`.
+    nodes > 1, Indexed Jobs served: one Indexed Job, completions = parallelism = nodes, pod
+      hostname `<job>-<index>` under the headless Service `<job>`, node rank from the index.
+    nodes > 1, no Indexed Jobs (< 1.22): one single-pod Job per node `<job>-<rank>`, whose pod
+      sets hostname `<job>-<rank>` and the same subdomain, and gets its rank as a literal. The
+      DNS names, and so PET_MASTER_ADDR, are the same in both layouts.
+    """
+    res = ctx.spec.resources
+    base = job_name(ctx.name, stage)
+    lbl = labels(ctx, stage, "train")
+    volumes, mounts = _volumes(ctx, shm=True)
+    gpus = res.gpus_per_node
+    command = ["python", "-m", "torch.distributed.run"]
+    command += ["--standalone"] if stage.nodes == 1 else []
+    command += ["-m", "stepshot.cli", "train", SPEC_FILE, "--stage", stage.name, "--workdir", ctx.spec.storage.path]
+    env = [{"name": "PET_NNODES", "value": str(stage.nodes)},
+           {"name": "PET_NPROC_PER_NODE", "value": str(stage.procs_per_node)}]
+    ports = [{"name": "metrics", "containerPort": ctx.spec.metrics_port}] if ctx.spec.metrics_port else []
+    resources = _resources(res.cpu, res.memory, gpus)
+
+    if stage.nodes == 1:
+        container = _container(ctx, "trainer", command, resources, mounts, env, ports)
+        return [_job(ctx, base, lbl, _pod_spec([container], volumes))]
+
+    master = f"{base}-0.{base}"
+    env += [{"name": "PET_MASTER_ADDR", "value": master},
+            {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)}]
+    ports = [{"name": "rendezvous", "containerPort": MASTER_PORT}] + ports
+    init = _dns_wait(ctx, master)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(ctx, base, lbl),
+               "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                        "selector": {k: lbl[k] for k in (LABEL_TRAINING, LABEL_STAGE, LABEL_COMPONENT)},
+                        "ports": [{"name": "rendezvous", "port": MASTER_PORT}]}}
+
+    if ctx.caps.indexed_jobs:
+        rank = {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
+            "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
+        container = _container(ctx, "trainer", command, resources, mounts, env + [rank], ports)
+        extra: dict = {"completionMode": "Indexed", "completions": stage.nodes, "parallelism": stage.nodes}
+        if ctx.caps.pod_replacement_policy:
+            extra["podReplacementPolicy"] = "Failed"  # a static rendezvous cannot take two pods per rank
+        return [service, _job(ctx, base, lbl, _pod_spec([container], volumes, [init], subdomain=base), **extra)]
+
+    jobs = []
+    for rank, name in enumerate(train_job_names(ctx, stage)):
+        container = _container(ctx, "trainer", command, resources, mounts,
+                               env + [{"name": "PET_NODE_RANK", "value": str(rank)}], ports)
+        pod = _pod_spec([container], volumes, [init], hostname=name, subdomain=base)
+        jobs.append(_job(ctx, name, lbl, pod))
+    return [service, *jobs]
+
+
+# --------------------------------------------------------------------------- snapshots
+
+def snapshot_job(ctx: Context, stage: Stage) -> dict:
+    """Freeze the stage's selected checkpoint: an immutable copy with a sha256 manifest.
+
+    The container's termination message is that manifest (JSON), which the operator records
+    as the stage's selected checkpoint.
+    """
+    volumes, mounts = _volumes(ctx, shm=False)
+    command = ["python", "-m", "stepshot.cli", "snapshot", SPEC_FILE, "--stage", stage.name,
+               "--workdir", ctx.spec.storage.path]
+    container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts)
+    return _job(ctx, snapshot_name(ctx.name, stage), labels(ctx, stage, "snapshot"),
+                _pod_spec([container], volumes))
+
+
+def wants_volume_snapshot(ctx: Context) -> bool:
+    mode = ctx.spec.storage.snapshot
+    return (mode in ("auto", "volumeSnapshot") and ctx.caps.volume_snapshots
+            and bool(ctx.spec.storage.get("claim_name")))
+
+
+def volume_snapshot(ctx: Context, stage: Stage) -> dict:
+    """A CSI VolumeSnapshot of the work volume, taken once the stage's copy is written."""
+    spec: dict = {"source": {"persistentVolumeClaimName": ctx.spec.storage.claim_name}}
+    if ctx.spec.storage.get("volume_snapshot_class_name"):
+        spec["volumeSnapshotClassName"] = ctx.spec.storage.volume_snapshot_class_name
+    return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": _meta(ctx, snapshot_name(ctx.name, stage), labels(ctx, stage, "snapshot")),
+            "spec": spec}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def eval_job(ctx: Context, stage: Stage) -> dict:
+    """Rank the architectures with the leaves' snapshots; the metrics JSON is the termination message."""
+    res = ctx.spec.resources
+    volumes, mounts = _volumes(ctx, shm=True)
+    command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
+    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, min(res.gpus_per_node, 1)),
+                           mounts)
+    return _job(ctx, job_name(ctx.name, stage), labels(ctx, stage, "evaluate"), _pod_spec([container], volumes))
+
+
+# --------------------------------------------------------------------------- all of it (render)
+
+def stage_objects(ctx: Context, stage: Stage) -> list[dict]:
+    """Every object the operator creates for a stage, in creation order."""
+    if not stage.is_train:
+        return [eval_job(ctx, stage)]
+    objs = train_objects(ctx, stage) + [snapshot_job(ctx, stage)]
+    if wants_volume_snapshot(ctx):
+        objs.append(volume_snapshot(ctx, stage))
+    return objs
+
+
+def all_objects(ctx: Context) -> list[dict]:
+    return [spec_config_map(ctx)] + [o for stage in ctx.plan.stages for o in stage_objects(ctx, stage)]

@@ -1,0 +1,175 @@
+"""Thin kopf handlers: observe, call `reconcile`, apply its actions, write status, post Events.
+
+Triggers (all level-based: each one recomputes everything from the cluster):
+- every event of a SupernetTraining (create, update, the initial listing on operator start);
+- every event of a child Job (found through its owner reference), so a finished stage is
+  followed by the next one within one round trip;
+- a resync loop over the known resources (missed events, TTL after finish).
+
+No kopf timer, daemon or delete handler is registered: each of those makes kopf put a
+finalizer on the resource, and a finalizer blocks deletion while the operator is down.
+Children carry owner references (`kopf.adopt`); the garbage collector deletes them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from stepshot.spec import GROUP, KIND, PLURAL, VERSION
+
+from stepshot_operator import builders, k8s, metrics, reconcile
+from stepshot_operator.builders import Caps
+
+DEFAULT_METRICS_PORT = 8080
+DEFAULT_RESYNC_SECONDS = 10.0
+
+
+@dataclass
+class _Entry:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dirty: bool = False
+
+
+@dataclass
+class State:
+    kube: k8s.Kube
+    caps: Caps
+    resync: float
+    entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
+    config_maps: set[tuple[str, str]] = field(default_factory=set)   # spec ConfigMaps known to exist
+    task: asyncio.Task | None = None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    # All bookkeeping kopf might write goes to annotations; status belongs to reconcile.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # Reconnect watches well before load balancers drop them silently (kopf#698).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Each trigger reconciles from scratch and passes coalesce (reconcile_training), so kopf's
+    # per-object batching window only adds latency between a Job finishing and the next one.
+    settings.batching.batch_window = 0.01
+    # Log records become Events only from WARNING up; stage Events are posted explicitly.
+    settings.posting.level = logging.WARNING
+
+    await asyncio.to_thread(k8s.load_config)
+    kube = k8s.Kube()
+    caps = Caps(**await asyncio.to_thread(kube.discover))
+    logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s", *caps.version,
+                caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots)
+    port = int(memo.get("metrics_port", os.environ.get("STEPSHOT_METRICS_PORT", DEFAULT_METRICS_PORT)))
+    metrics.serve(port)
+    state = State(kube, caps, float(memo.get("resync", DEFAULT_RESYNC_SECONDS)))
+    state.task = asyncio.create_task(_resync_loop(state, logger))
+    memo["state"] = state
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    state: State | None = memo.get("state")
+    if state and state.task:
+        state.task.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def training_event(type: str | None, name: str, namespace: str, memo: kopf.Memo,
+                         logger: logging.Logger, **_: Any) -> None:
+    state: State = memo["state"]
+    if type == "DELETED":
+        state.entries.pop((namespace, name), None)
+        state.config_maps.discard((namespace, name))
+        metrics.forget_resource(namespace, name)
+        return
+    await reconcile_training(state, namespace, name, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={builders.LABEL_TRAINING: kopf.PRESENT})
+async def job_event(meta: kopf.Meta, namespace: str, memo: kopf.Memo, logger: logging.Logger,
+                    **_: Any) -> None:
+    owner = next((ref["name"] for ref in meta.get("ownerReferences") or []
+                  if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP)), None)
+    if owner:
+        await reconcile_training(memo["state"], namespace, owner, logger)
+
+
+async def _resync_loop(state: State, logger: logging.Logger) -> None:
+    while True:
+        await asyncio.sleep(state.resync)
+        for namespace, name in list(state.entries):
+            await reconcile_training(state, namespace, name, logger)
+
+
+async def reconcile_training(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
+    """Reconcile one resource; concurrent triggers coalesce into one more pass."""
+    entry = state.entries.setdefault((namespace, name), _Entry())
+    entry.dirty = True
+    if entry.lock.locked():
+        return
+    async with entry.lock:
+        while entry.dirty:
+            entry.dirty = False
+            started = time.monotonic()
+            try:
+                await _reconcile_once(state, namespace, name, logger)
+            except Exception:  # noqa: BLE001 - one bad pass must not kill the trigger; resync retries
+                metrics.RECONCILE_ERRORS.inc()
+                logger.exception("reconcile of %s/%s failed", namespace, name)
+            finally:
+                metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+
+async def _reconcile_once(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
+    kube = state.kube
+    sel = builders.selector(name)
+    body, jobs = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
+                                      asyncio.to_thread(kube.list_jobs, namespace, sel))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        state.entries.pop((namespace, name), None)
+        state.config_maps.discard((namespace, name))
+        metrics.forget_resource(namespace, name)
+        return
+    terminations = {}
+    if reconcile.terminations_needed(body, jobs):
+        terminations = await asyncio.to_thread(kube.list_terminations, namespace, sel, builders.LABEL_JOB)
+    snapshots = {}
+    if state.caps.volume_snapshots:
+        snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
+    observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots)
+    result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc))
+
+    for obj in result.create:
+        if obj["kind"] == "ConfigMap" and (namespace, name) in state.config_maps:
+            continue  # created (or found) by this process already: save a round trip per stage
+        kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
+        created = await asyncio.to_thread(kube.create, obj)
+        if obj["kind"] == "ConfigMap":
+            state.config_maps.add((namespace, name))
+        logger.info("%s %s/%s", "created" if created else "found existing", obj["kind"], obj["metadata"]["name"])
+    for job in result.suspend:
+        await asyncio.to_thread(kube.set_job_suspend, namespace, job, True)
+    for job in result.resume:
+        await asyncio.to_thread(kube.set_job_suspend, namespace, job, False)
+    patch = reconcile.merge_patch(body.get("status") or {}, result.status)
+    if patch:
+        await asyncio.to_thread(kube.patch_training_status, namespace, name, patch)
+    for t in result.transitions:
+        # kopf.event is not subject to settings.posting.level (which only gates log records).
+        kopf.event(body, type="Warning" if t.warning else "Normal",
+                   reason=f"{'Stage' if t.kind != 'resource' else 'Phase'}{t.new}", message=t.message)
+        if t.kind != "resource":
+            metrics.observe_transition(t.kind, t.new, t.seconds)
+    metrics.observe_resource(namespace, name, result.status)
+    if result.delete:
+        logger.info("ttlSecondsAfterFinished passed: deleting %s/%s", namespace, name)
+        await asyncio.to_thread(kube.delete_training, namespace, name)

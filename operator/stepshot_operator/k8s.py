@@ -1,0 +1,121 @@
+"""The API-client edge: thin, synchronous calls of the kubernetes client on plain dicts.
+
+Handlers call these through `asyncio.to_thread`. Responses are read raw (`_preload_content=False`)
+so objects stay camelCase dicts, the same shape the builders produce and reconcile reads.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from stepshot.spec import GROUP, PLURAL, VERSION
+
+SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    # ------------------------------------------------------------------ discovery
+    def discover(self) -> dict[str, Any]:
+        """Server version (Indexed Jobs, Job suspend) and whether VolumeSnapshots are served."""
+        info = client.VersionApi(self.api).get_code()
+        minor = int(re.match(r"\d+", info.minor).group())
+        groups = client.ApisApi(self.api).get_api_versions().groups
+        snapshots = any(g.name == SNAPSHOT_GROUP and any(v.version == SNAPSHOT_VERSION for v in g.versions)
+                        for g in groups)
+        return {"version": (int(info.major), minor), "volume_snapshots": snapshots}
+
+    # ------------------------------------------------------------------ the resource
+    def get_training(self, namespace: str, name: str) -> dict | None:
+        try:
+            return _json(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch_training_status(self, namespace: str, name: str, status: dict) -> None:
+        # Merge patch without resourceVersion: status is recomputed wholly from the cluster each
+        # time, so the last writer being right is all that matters (no 409 retry loops).
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False)
+
+    def delete_training(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # ------------------------------------------------------------------ children
+    def list_jobs(self, namespace: str, selector: str) -> dict[str, dict]:
+        items = _json(self.batch.list_namespaced_job(namespace, label_selector=selector,
+                                                     _preload_content=False))["items"]
+        return {job["metadata"]["name"]: job for job in items}
+
+    def list_terminations(self, namespace: str, selector: str, job_label: str) -> dict[str, list[dict]]:
+        """Terminated containers of the children's pods, by the Job label on the pod."""
+        items = _json(self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                    _preload_content=False))["items"]
+        out: dict[str, list[dict]] = {}
+        for pod in items:
+            job = (pod["metadata"].get("labels") or {}).get(job_label)
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                term = (cs.get("state") or {}).get("terminated")
+                if job and term:
+                    out.setdefault(job, []).append({"exitCode": term.get("exitCode"),
+                                                    "message": term.get("message") or "",
+                                                    "finishedAt": term.get("finishedAt")})
+        return out
+
+    def list_volume_snapshots(self, namespace: str, selector: str) -> dict[str, dict]:
+        items = _json(self.custom.list_namespaced_custom_object(
+            SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, "volumesnapshots", label_selector=selector,
+            _preload_content=False))["items"]
+        return {vs["metadata"]["name"]: vs for vs in items}
+
+    def create(self, obj: dict) -> bool:
+        """Create a child; True if created, False if it already existed (idempotent)."""
+        ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        try:
+            if kind == "Job":
+                self.batch.create_namespaced_job(ns, obj, _preload_content=False)
+            elif kind == "Service":
+                self.core.create_namespaced_service(ns, obj, _preload_content=False)
+            elif kind == "ConfigMap":
+                self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+            elif kind == "VolumeSnapshot":
+                self.custom.create_namespaced_custom_object(
+                    SNAPSHOT_GROUP, SNAPSHOT_VERSION, ns, "volumesnapshots", obj, _preload_content=False)
+            else:
+                raise ValueError(f"no create for kind {kind}")
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)

@@ -1,0 +1,514 @@
+"""The level-based state machine: (resource, observed children, now) -> (actions, status).
+
+Pure: no kopf, no API client. Every stage's state is derived from the Jobs that exist now
+(deterministic names from `stepshot.plan.job_name`), never from the resource's own status, so
+a restarted operator, a lost watch event or a 409 on the status write cannot make a stage run
+twice (kuberay#756). The previous status is read only for what the cluster may have forgotten
+since (pod termination messages: selected checkpoints, evaluation metrics), for condition
+transition times, and to tell which stage transitions are new (Events, metrics).
+
+Stage states:  train stages  Pending -> Running -> Snapshotting -> Succeeded | Failed
+               evaluation    Pending -> Running -> Succeeded | Failed
+Resource phase: Pending | Running | Suspended | Succeeded | Failed.
+A failed stage is retried by deleting its failed Job: the stage is Pending again and recreated.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from stepshot.plan import Plan, Stage, build_plan, job_name, snapshot_name
+from stepshot.spec import Spec, SpecError, load
+
+from stepshot_operator import builders
+from stepshot_operator.builders import Caps, Context
+
+PENDING, RUNNING, SNAPSHOTTING, SUCCEEDED, FAILED, SUSPENDED = (
+    "Pending", "Running", "Snapshotting", "Succeeded", "Failed", "Suspended")
+ABSENT, ACTIVE = "Absent", "Active"   # Job states besides SUCCEEDED/FAILED/SUSPENDED
+CONDITION_TYPES = ("Running", "Suspended", "Succeeded", "Failed")
+CHECKPOINT_KEYS = ("epoch", "file", "sha256", "kendall_tau", "stage", "partition")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator saw in the cluster for one resource."""
+
+    jobs: Mapping[str, dict] = field(default_factory=dict)                  # Job name -> Job
+    terminations: Mapping[str, Sequence[dict]] = field(default_factory=dict)
+    # ^ Job name -> terminated containers of its pods: {"exitCode", "message", "finishedAt"}
+    volume_snapshots: Mapping[str, dict] = field(default_factory=dict)      # name -> VolumeSnapshot
+
+
+@dataclass(frozen=True)
+class Transition:
+    stage: str
+    kind: str            # oneshot | fewshot | evaluate | resource
+    old: str
+    new: str
+    message: str
+    seconds: float | None = None   # stage duration, on Succeeded
+
+    @property
+    def warning(self) -> bool:
+        return self.new == FAILED
+
+
+@dataclass(frozen=True)
+class Result:
+    status: dict
+    create: tuple[dict, ...] = ()
+    suspend: tuple[str, ...] = ()
+    resume: tuple[str, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    delete: bool = False                 # ttlSecondsAfterFinished has passed (the resync loop re-checks)
+
+
+# --------------------------------------------------------------------------- observed Job state
+
+def job_state(job: Mapping | None) -> str:
+    if job is None:
+        return ABSENT
+    status = job.get("status") or {}
+    true = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in true:
+        return SUCCEEDED
+    if "Failed" in true:
+        return FAILED
+    if (job.get("spec") or {}).get("suspend"):
+        return SUSPENDED
+    return ACTIVE
+
+
+def _failure(job: Mapping) -> tuple[str, str]:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return cond.get("reason") or "Failed", cond.get("message") or ""
+    return "Failed", ""
+
+
+def _condition_time(job: Mapping, kind: str) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond.get("lastTransitionTime")
+    return None
+
+
+def _aggregate(states: Sequence[str]) -> str:
+    if FAILED in states:
+        return FAILED
+    if all(s == SUCCEEDED for s in states):
+        return SUCCEEDED
+    if all(s == ABSENT for s in states):
+        return ABSENT
+    return ACTIVE
+
+
+def _terminated(observed: Observed, job: str, success: bool) -> dict | None:
+    """The latest terminated container of the Job's pods with exit code 0 (or non-zero)."""
+    hits = [t for t in observed.terminations.get(job, ()) if (t.get("exitCode") == 0) == success]
+    return max(hits, key=lambda t: t.get("finishedAt") or "", default=None)
+
+
+def _json_message(observed: Observed, job: str) -> dict | None:
+    hit = _terminated(observed, job, success=True)
+    if not hit or not hit.get("message"):
+        return None
+    try:
+        value = json.loads(hit["message"])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _log_tail(observed: Observed, job: str) -> str:
+    hit = _terminated(observed, job, success=False)
+    lines = [ln.strip() for ln in (hit or {}).get("message", "").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _iso(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stage_kind(stage: Stage) -> str:
+    return "evaluate" if not stage.is_train else ("oneshot" if stage.step == 0 else "fewshot")
+
+
+def _what(stage: Stage, mode: str) -> str:
+    if not stage.is_train:
+        return "evaluation"
+    if mode == "partitioned" and stage.step > 0:
+        return f"partition {stage.partition} (stage {stage.name})"
+    return f"stage {stage.name}"
+
+
+def _compact(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class _StageView:
+    stage: Stage
+    jobs: list[str]
+    train: str                      # aggregated Job state of the stage's Job(s)
+    snapshot: str = ABSENT          # the snapshot Job's state (train stages)
+    state: str = PENDING
+    failure: str | None = None      # "what failed: reason: message"
+    reason: str | None = None       # condition reason of that failure
+
+
+# --------------------------------------------------------------------------- the state machine
+
+def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> Result:
+    old = dict(body.get("status") or {})
+    generation = (body.get("metadata") or {}).get("generation")
+    try:
+        spec = load(dict(body))
+        if not spec.storage.get("claim_name"):
+            raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
+                             "PersistentVolumeClaim for checkpoints and snapshots"])
+        plan = build_plan(spec)
+    except SpecError as exc:
+        return _invalid(old, generation, "; ".join(exc.errors), now)
+    except (ValueError, KeyError) as exc:
+        return _invalid(old, generation, str(exc), now)
+    ctx = Context(spec, plan, caps)
+    mode = spec.few_shot.mode
+    old_stages: Mapping[str, dict] = old.get("stages") or {}
+
+    views: dict[str, _StageView] = {}
+    for stage in plan.stages:
+        names = builders.train_job_names(ctx, stage) if stage.is_train else [job_name(spec.name, stage)]
+        view = _StageView(stage, names, _aggregate([job_state(observed.jobs.get(n)) for n in names]))
+        if stage.is_train:
+            view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage)))
+        _derive(view, observed, spec.name, mode)
+        views[stage.name] = view
+
+    failed = [v for v in views.values() if v.state == FAILED]
+    evaluation = views[plan.stages[-1].name]
+    suspended = bool(spec.suspend) and evaluation.state != SUCCEEDED and not failed
+
+    create: list[dict] = []
+    starting: set[str] = set()
+    if not suspended and evaluation.state != SUCCEEDED:
+        create, starting = _next_objects(ctx, views, observed, failed=bool(failed))
+        if any(o["kind"] == "Job" for o in create):
+            create.insert(0, builders.spec_config_map(ctx))
+    for name in starting:
+        views[name].state = RUNNING
+
+    suspend, resume = [], []
+    if caps.job_suspend:
+        for name, job in sorted(observed.jobs.items()):
+            state = job_state(job)
+            if suspended and state == ACTIVE:
+                suspend.append(name)
+            elif not suspended and state == SUSPENDED:
+                resume.append(name)
+
+    if failed:
+        phase = FAILED
+    elif evaluation.state == SUCCEEDED:
+        phase = SUCCEEDED
+    elif suspended:
+        phase = SUSPENDED
+    elif observed.jobs or create:
+        phase = RUNNING
+    else:
+        phase = PENDING
+
+    stages_status = {name: _stage_status(ctx, v, observed, old_stages.get(name) or {})
+                     for name, v in views.items()}
+    result_metrics = _json_message(observed, evaluation.jobs[0]) if evaluation.state == SUCCEEDED else None
+    result_metrics = result_metrics or old.get("result")
+    status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now)
+
+    transitions = _transitions(plan, views, stages_status, old_stages, old.get("phase"), phase, status)
+    return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
+                  transitions=transitions, delete=_ttl_expired(spec, status, now))
+
+
+def _derive(view: _StageView, observed: Observed, resource: str, mode: str) -> None:
+    stage = view.stage
+    if view.train == FAILED:
+        job = next(observed.jobs[n] for n in view.jobs if job_state(observed.jobs.get(n)) == FAILED)
+        view.state, view.reason = FAILED, ("EvaluationFailed" if not stage.is_train else
+                                           "PartitionFailed" if mode == "partitioned" and stage.step
+                                           else "StageFailed")
+        view.failure = _failure_message(_what(stage, mode), job, _log_tail(observed, job["metadata"]["name"]))
+    elif view.train == ABSENT:
+        view.state = PENDING
+    elif view.train != SUCCEEDED:
+        view.state = RUNNING
+    elif not stage.is_train:
+        view.state = SUCCEEDED
+    elif view.snapshot == SUCCEEDED:
+        view.state = SUCCEEDED
+    elif view.snapshot == FAILED:
+        name = snapshot_name(resource, stage)
+        view.state, view.reason = FAILED, "SnapshotFailed"
+        view.failure = _failure_message(f"snapshot of {_what(stage, mode)}", observed.jobs[name],
+                                        _log_tail(observed, name))
+    else:
+        view.state = SNAPSHOTTING
+
+
+def _failure_message(what: str, job: Mapping, tail: str) -> str:
+    reason, message = _failure(job)
+    text = f"{what} failed: {reason}" + (f": {message}" if message else "")
+    return text + (f"; last output: {tail}" if tail else "")
+
+
+def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed,
+                  failed: bool) -> tuple[list[dict], set[str]]:
+    """Objects to create now, and the stages they start.
+
+    After a failure nothing new is started, but finished stages still get their snapshot:
+    the work of the other partitions is kept.
+    """
+    create: list[dict] = []
+    starting: set[str] = set()
+    plan = ctx.plan
+    for view in views.values():
+        if view.stage.is_train and view.train == SUCCEEDED:
+            if view.snapshot == ABSENT:
+                create.append(builders.snapshot_job(ctx, view.stage))
+            elif view.snapshot == SUCCEEDED and builders.wants_volume_snapshot(ctx):
+                vs = builders.volume_snapshot(ctx, view.stage)
+                if vs["metadata"]["name"] not in observed.volume_snapshots:
+                    create.append(vs)
+    if failed:
+        return create, starting
+
+    # Repair a partially created multi-Job stage (operator died between its creates).
+    for view in views.values():
+        if view.stage.is_train and view.state == RUNNING and any(n not in observed.jobs for n in view.jobs):
+            create += [o for o in builders.train_objects(ctx, view.stage)
+                       if o["kind"] != "Job" or o["metadata"]["name"] not in observed.jobs]
+
+    running_fewshot = sum(1 for v in views.values()
+                          if v.stage.is_train and v.stage.step > 0 and v.state == RUNNING)
+    budget = ctx.spec.few_shot.max_parallel - running_fewshot
+    for stage in plan.stages:
+        view = views[stage.name]
+        if view.state != PENDING:
+            continue
+        if stage.is_train:
+            if stage.parent is not None and views[stage.parent].state != SUCCEEDED:
+                continue
+            if stage.step > 0:
+                if budget <= 0:
+                    continue
+                budget -= 1
+            create += builders.train_objects(ctx, stage)
+        else:
+            if any(views[leaf].state != SUCCEEDED for leaf in plan.leaves):
+                continue
+            create.append(builders.eval_job(ctx, stage))
+        starting.add(stage.name)
+    return create, starting
+
+
+# --------------------------------------------------------------------------- status
+
+def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mapping) -> dict:
+    stage = view.stage
+    jobs = [observed.jobs[n] for n in view.jobs if n in observed.jobs]
+    starts = [(j.get("status") or {}).get("startTime") for j in jobs]
+    ends = [(j.get("status") or {}).get("completionTime") or _condition_time(j, "Failed") for j in jobs]
+    entry = _compact({
+        "state": view.state, "kind": stage.kind, "step": stage.step, "partition": stage.partition,
+        "parent": stage.parent, "jobs": view.jobs,
+        "startTime": min((s for s in starts if s), default=None),
+        "completionTime": max(ends) if jobs and all(ends) else None,
+        "message": view.failure,
+    })
+    if stage.is_train:
+        snap_name = snapshot_name(ctx.name, stage)
+        snap_job = observed.jobs.get(snap_name)
+        snapshot = _compact({
+            "job": snap_name, "state": view.snapshot,
+            "completionTime": (snap_job.get("status") or {}).get("completionTime") if snap_job else None,
+        })
+        if builders.wants_volume_snapshot(ctx) and snap_name in observed.volume_snapshots:
+            ready = (observed.volume_snapshots[snap_name].get("status") or {}).get("readyToUse", False)
+            snapshot["volumeSnapshot"] = {"name": snap_name, "readyToUse": bool(ready)}
+        entry["snapshot"] = snapshot
+        manifest = _json_message(observed, snap_name) if view.snapshot == SUCCEEDED else None
+        checkpoint = ({k: manifest[k] for k in CHECKPOINT_KEYS if k in manifest} if manifest
+                      else old.get("checkpoint"))
+        if checkpoint:
+            entry["checkpoint"] = checkpoint
+    return entry
+
+
+def _current(plan: Plan, views: Mapping[str, _StageView]) -> tuple[int, str]:
+    for index, step in enumerate(plan.steps):
+        open_ = [v for v in (views[s.name] for s in step) if v.state != SUCCEEDED]
+        if not open_:
+            continue
+        active = [v for v in open_ if v.state in (RUNNING, SNAPSHOTTING, FAILED)] or open_
+        label = active[0].stage.name + ("/snapshot" if active[0].state == SNAPSHOTTING else "")
+        return index, label + (f"+{len(active) - 1}" if len(active) > 1 else "")
+    return len(plan.steps) - 1, "done"
+
+
+def _condition(ctype: str, true: bool, reason: str, message: str, old: Mapping[str, dict],
+               generation: int | None, now: datetime) -> dict:
+    status = "True" if true else "False"
+    prev = old.get(ctype) or {}
+    since = prev.get("lastTransitionTime") if prev.get("status") == status else None
+    return _compact({"type": ctype, "status": status, "reason": reason, "message": message,
+                     "lastTransitionTime": since or _iso(now), "observedGeneration": generation})
+
+
+def _conditions(phase: str, reasons: dict[str, tuple[str, str]], old_status: Mapping,
+                generation: int | None, now: datetime) -> list[dict]:
+    old = {c.get("type"): c for c in old_status.get("conditions") or []}
+    out = []
+    for ctype in CONDITION_TYPES:
+        reason, message = reasons.get(ctype, (phase, ""))
+        out.append(_condition(ctype, phase == ctype, reason, message, old, generation, now))
+    return out
+
+
+def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: dict, phase: str,
+            failed: list[_StageView], result: dict | None, old: Mapping, generation: int | None,
+            observed: Observed, now: datetime) -> dict:
+    fewshot = [v for v in views.values() if v.stage.is_train and v.stage.step > 0]
+    done = sum(1 for v in fewshot if v.state == SUCCEEDED)
+    index, current = _current(plan, views)
+    reasons: dict[str, tuple[str, str]] = {"Running": ("StageRunning", f"running {current}")}
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        reasons["Failed"] = (first.reason or "StageFailed", (first.failure or "") + more)
+    tau = (result or {}).get("kendall_tau")
+    reasons["Succeeded"] = ("EvaluationComplete",
+                            f"kendall tau {tau:.4f}" if isinstance(tau, (int, float)) else
+                            "evaluation finished" + ("" if result else "; metrics unavailable"))
+    reasons["Suspended"] = ("SuspendRequested", "spec.suspend is true: no new Jobs, running Jobs suspended")
+
+    oneshot = stages[plan.stages[0].name]
+    evaluation = stages[plan.stages[-1].name]
+    if phase == SUCCEEDED:
+        completion = evaluation.get("completionTime")
+    elif phase == FAILED:
+        completion = stages[failed[0].stage.name].get("completionTime") or old.get("completionTime")
+    else:
+        completion = None
+    status = _compact({
+        "observedGeneration": generation,
+        "phase": phase,
+        "currentStage": "done" if phase == SUCCEEDED else current,
+        "stageIndex": index,
+        "stagesTotal": len(plan.steps),
+        "partitions": f"{done}/{len(fewshot)}",
+        "partitionsDone": done,
+        "partitionsTotal": len(fewshot),
+        "startTime": oneshot.get("startTime"),
+        "completionTime": completion,
+        "stages": stages,
+        "result": result,
+        "childJobs": _child_counts(observed),
+    })
+    status["conditions"] = _conditions(phase, reasons, old, generation, now)
+    return status
+
+
+def _child_counts(observed: Observed) -> dict[str, int]:
+    counts = {"active": 0, "succeeded": 0, "failed": 0}
+    for job in observed.jobs.values():
+        state = job_state(job)
+        key = {SUCCEEDED: "succeeded", FAILED: "failed"}.get(state, "active")
+        counts[key] += 1
+    return counts
+
+
+def _invalid(old: Mapping, generation: int | None, message: str, now: datetime) -> Result:
+    status = {"observedGeneration": generation, "phase": FAILED, "currentStage": "invalid",
+              "completionTime": old.get("completionTime") or _iso(now)}
+    reasons = {"Failed": ("InvalidSpec", message)}
+    status["conditions"] = _conditions(FAILED, reasons, old, generation, now)
+    transitions = ()
+    if old.get("phase") != FAILED:
+        transitions = (Transition("resource", "resource", old.get("phase") or PENDING, FAILED,
+                                  f"invalid spec: {message}"),)
+    return Result(status=status, transitions=transitions)
+
+
+# --------------------------------------------------------------------------- transitions, TTL
+
+def _transitions(plan: Plan, views: Mapping[str, _StageView], stages: Mapping[str, dict],
+                 old_stages: Mapping[str, dict], old_phase: str | None, phase: str,
+                 status: Mapping) -> tuple[Transition, ...]:
+    out = []
+    for stage in plan.stages:
+        new = views[stage.name].state
+        before = (old_stages.get(stage.name) or {}).get("state", PENDING)
+        if new == before:
+            continue
+        entry = stages[stage.name]
+        seconds = None
+        if new == SUCCEEDED and entry.get("startTime") and entry.get("completionTime"):
+            seconds = (_ts(entry["completionTime"]) - _ts(entry["startTime"])).total_seconds()
+        message = views[stage.name].failure or f"stage {stage.name}: {before} -> {new}"
+        if new == SUCCEEDED and entry.get("checkpoint"):
+            message += f" (checkpoint epoch {entry['checkpoint'].get('epoch')})"
+        out.append(Transition(stage.name, _stage_kind(stage), before, new, message, seconds))
+    if phase != (old_phase or PENDING):
+        message = next(c["message"] for c in status["conditions"] if c["type"] == phase) \
+            if phase in CONDITION_TYPES else f"phase {phase}"
+        out.append(Transition("resource", "resource", old_phase or PENDING, phase, message or f"phase {phase}"))
+    return tuple(out)
+
+
+def _ttl_expired(spec: Spec, status: Mapping, now: datetime) -> bool:
+    ttl = spec.get("ttl_seconds_after_finished")
+    finished = _ts(status.get("completionTime"))
+    if ttl is None or status.get("phase") not in (SUCCEEDED, FAILED) or finished is None:
+        return False
+    return now >= finished + timedelta(seconds=ttl)
+
+
+def merge_patch(old: Mapping, new: Mapping) -> dict:
+    """A JSON merge patch turning `old` into `new`: keys that disappeared are set to null."""
+    patch: dict = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch
+
+
+def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
+    """Whether a finished Job's pod message is wanted and not yet recorded in status."""
+    status = body.get("status") or {}
+    stages = status.get("stages") or {}
+    for name, job in jobs.items():
+        state = job_state(job)
+        component = ((job.get("metadata") or {}).get("labels") or {}).get(builders.LABEL_COMPONENT)
+        stage = ((job.get("metadata") or {}).get("labels") or {}).get(builders.LABEL_STAGE, "")
+        if state == FAILED and not (stages.get(stage) or {}).get("message"):
+            return True
+        if state == SUCCEEDED and component == "snapshot" and "checkpoint" not in (stages.get(stage) or {}):
+            return True
+        if state == SUCCEEDED and component == "evaluate" and not status.get("result"):
+            return True
+    return False

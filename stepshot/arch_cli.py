@@ -1,0 +1,62 @@
+"""`stepshot arch`: describe and sample architecture codes. Torch-free.
+
+    stepshot arch describe CODE --space S   -> one JSON object (exit 2 on a bad code)
+    stepshot arch sample --space S -n N --seed K -> JSON list of N distinct codes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+
+from stepshot.space import SPACES, ArchError, complexity, get_space, parse_arch, sample_arch
+
+MAX_TRIES_PER_CODE = 100  # guards `sample` against asking for more codes than can be drawn
+
+
+def _describe(args: argparse.Namespace) -> int:
+    space = get_space(args.space)
+    try:
+        arch = parse_arch(args.code, space)
+    except ArchError as err:
+        print(f"stepshot arch describe: invalid code for {space.name}: {err}", file=sys.stderr)
+        return 2
+    params, macs = complexity(arch)
+    print(json.dumps({
+        "code": arch.encode(),
+        "resolution": space.resolution,
+        "depths": list(arch.depths),
+        "stem": arch.stem,
+        "blocks": [list(block) for stage in arch.blocks for block in stage],
+        "params": params,
+        "macs": macs,
+    }))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    codes: dict[str, None] = {}  # insertion-ordered set
+    for _ in range(MAX_TRIES_PER_CODE * max(args.n, 1)):
+        if len(codes) >= args.n:
+            break
+        codes[sample_arch(args.space, rng).encode()] = None
+    if len(codes) < args.n:
+        print(f"stepshot arch sample: drew only {len(codes)} distinct codes", file=sys.stderr)
+        return 2
+    print(json.dumps(list(codes)))
+    return 0
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    describe = sub.add_parser("describe", help="decode a code: widths, depths, params and MACs (JSON)")
+    describe.add_argument("code", help="52-char code (or 51 without the leading resolution digit)")
+    describe.add_argument("--space", choices=sorted(SPACES), default="resnet48")
+    describe.set_defaults(func=_describe)
+    sample = sub.add_parser("sample", help="print a JSON list of distinct random codes")
+    sample.add_argument("--space", choices=sorted(SPACES), default="resnet48")
+    sample.add_argument("-n", type=int, default=10, help="how many codes")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=_sample)

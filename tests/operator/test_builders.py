@@ -1,0 +1,178 @@
+"""The pure manifest builders and the module layering."""
+import ast
+import copy
+from pathlib import Path
+
+import pytest
+
+from stepshot import plan as planmod
+from stepshot import spec as specmod
+from stepshot_operator import builders
+from stepshot_operator.builders import Caps, Context
+
+BASE = {
+    "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
+    "metadata": {"name": "demo", "namespace": "ns"},
+    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist",
+                                                     "volume": {"hostPath": {"path": "/data"}}},
+             "storage": {"claimName": "work"},
+             "resources": {"nodes": 1, "procsPerNode": 2, "gpusPerNode": 0},
+             "fewShot": {"mode": "partitioned", "steps": [{"dimension": "width", "stage": 4, "parts": 2}]},
+             "backoffLimit": 3},
+}
+
+
+def ctx(caps=Caps(), **spec):
+    doc = copy.deepcopy(BASE)
+    doc["spec"].update(spec)
+    s = specmod.load(doc)
+    return Context(s, planmod.build_plan(s), caps)
+
+
+def pod(job):
+    return job["spec"]["template"]["spec"]
+
+
+def env(container):
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_single_node_job_is_a_plain_standalone_torchrun_job():
+    c = ctx()
+    [job] = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert job["metadata"]["name"] == "demo-oneshot" and "completionMode" not in job["spec"]
+    assert job["spec"]["backoffLimit"] == 3 and job["spec"]["suspend"] is False
+    container = pod(job)["containers"][0]
+    assert "--standalone" in container["command"]
+    assert container["command"][-6:] == ["train", "/etc/stepshot/spec.yaml", "--stage", "oneshot", "--workdir", "/workdir"]
+    assert env(container)["PET_NPROC_PER_NODE"] == "2" and env(container)["PET_NNODES"] == "1"
+    labels = job["metadata"]["labels"]
+    assert labels[builders.LABEL_TRAINING] == "demo" and labels[builders.LABEL_STAGE] == "oneshot"
+    assert pod(job)["volumes"][1] == {"name": "workdir", "persistentVolumeClaim": {"claimName": "work"}}
+    assert {"name": "dataset", "hostPath": {"path": "/data"}} in pod(job)["volumes"]
+
+
+def test_pods_are_non_root_read_only_and_without_api_token():
+    c = ctx(resources={"gpusPerNode": 4})
+    for obj in builders.all_objects(c):
+        if obj["kind"] != "Job":
+            continue
+        spec = pod(obj)
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 1000
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
+            assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+            assert not any("TOKEN" in e["name"] or "SECRET" in e["name"] for e in container["env"])
+    [job] = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert pod(job)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    ev = builders.eval_job(c, c.plan.stage("eval"))
+    assert pod(ev)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert env(pod(ev)["containers"][0])["STEPSHOT_TERMINATION_LOG"] == "/dev/termination-log"
+
+
+def test_multi_node_uses_an_indexed_job_and_headless_service():
+    c = ctx(resources={"nodes": 3, "procsPerNode": 8, "gpusPerNode": 8})
+    service, job = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["podReplacementPolicy"] == "Failed"
+    spec = pod(job)
+    assert spec["subdomain"] == "demo-oneshot" == service["metadata"]["name"]
+    e = env(spec["containers"][0])
+    assert e["PET_MASTER_ADDR"] == "demo-oneshot-0.demo-oneshot" and e["PET_MASTER_PORT"] == "29500"
+    assert e["PET_NODE_RANK"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert "--standalone" not in spec["containers"][0]["command"]
+    assert "demo-oneshot-0.demo-oneshot" in spec["initContainers"][0]["command"][-1]
+    # the service selects exactly this stage's training pods
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels[k] == v for k, v in service["spec"]["selector"].items())
+
+
+def test_multi_node_without_indexed_jobs_falls_back_to_one_job_per_rank():
+    c = ctx(caps=Caps(version=(1, 20)), resources={"nodes": 2})
+    service, *jobs = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert [j["metadata"]["name"] for j in jobs] == ["demo-oneshot-0", "demo-oneshot-1"]
+    assert builders.train_job_names(c, c.plan.stage("oneshot")) == ["demo-oneshot-0", "demo-oneshot-1"]
+    for rank, job in enumerate(jobs):
+        spec = pod(job)
+        assert spec["hostname"] == f"demo-oneshot-{rank}" and spec["subdomain"] == "demo-oneshot"
+        assert env(spec["containers"][0])["PET_NODE_RANK"] == str(rank)
+        assert env(spec["containers"][0])["PET_MASTER_ADDR"] == "demo-oneshot-0.demo-oneshot"
+        assert "completionMode" not in job["spec"] and "suspend" not in job["spec"]
+
+
+def test_suspend_is_propagated():
+    c = ctx(suspend=True)
+    [job] = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert job["spec"]["suspend"] is True
+
+
+def test_snapshot_step_and_volume_snapshot():
+    c = ctx(caps=Caps(volume_snapshots=True), storage={"claimName": "work", "volumeSnapshotClassName": "csi"})
+    stage = c.plan.stage("s4w0")
+    objs = builders.stage_objects(c, stage)
+    assert [o["kind"] for o in objs] == ["Job", "Job", "VolumeSnapshot"]
+    snap = objs[1]
+    assert snap["metadata"]["name"] == "demo-s4w0-snap"
+    assert pod(snap)["containers"][0]["command"][3:] == [
+        "snapshot", "/etc/stepshot/spec.yaml", "--stage", "s4w0", "--workdir", "/workdir"]
+    assert snap["metadata"]["labels"][builders.LABEL_PARTITION] == "s4w0"
+    assert objs[2]["spec"] == {"source": {"persistentVolumeClaimName": "work"}, "volumeSnapshotClassName": "csi"}
+    assert not builders.wants_volume_snapshot(ctx(caps=Caps(volume_snapshots=False)))
+    assert not builders.wants_volume_snapshot(
+        ctx(caps=Caps(volume_snapshots=True), storage={"claimName": "w", "snapshot": "copy"}))
+
+
+def test_config_map_round_trips_the_spec():
+    import yaml
+    c = ctx()
+    cm = builders.spec_config_map(c)
+    doc = yaml.safe_load(cm["data"]["spec.yaml"])
+    assert specmod.load(doc).spec_hash == c.spec.spec_hash
+    assert cm["metadata"]["name"] == "demo-spec"
+
+
+def test_long_names_stay_valid_labels():
+    value = builders.label_value("x" * 100)
+    assert len(value) <= 63 and value == builders.label_value("x" * 100)
+
+
+def test_render_prints_every_stage(capsys):
+    from stepshot import cli
+    assert cli.main(["render", "examples/fmnist-partitioned.yaml", "--namespace", "team"]) == 0
+    import yaml
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    names = [d["metadata"]["name"] for d in docs]
+    assert names[0] == "fmnist-partitioned-spec" and names[-1] == "fmnist-partitioned-eval"
+    assert "fmnist-partitioned-s4w1-s3d0" in names and "fmnist-partitioned-s4w1-s3d0-snap" in names
+    assert {d["metadata"]["namespace"] for d in docs} == {"team"}
+
+
+PKG = Path(__file__).resolve().parents[2] / "operator" / "stepshot_operator"
+# module -> modules of the package (and third-party roots) it must not import
+FORBIDDEN = {
+    "builders": {"reconcile", "handlers", "k8s", "metrics", "kopf", "kubernetes"},
+    "reconcile": {"handlers", "k8s", "metrics", "kopf", "kubernetes"},
+    "k8s": {"handlers", "reconcile", "builders", "metrics", "kopf"},
+    "metrics": {"handlers", "reconcile", "builders", "k8s", "kopf", "kubernetes"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN))
+def test_layering(module):
+    tree = ast.parse((PKG / f"{module}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+            imported |= {f"{node.module}.{a.name}" for a in node.names}
+    parts = {p for name in imported for p in name.split(".")}
+    assert not parts & FORBIDDEN[module] - {module}, f"{module} imports {parts & FORBIDDEN[module]}"

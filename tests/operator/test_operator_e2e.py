@@ -1,0 +1,130 @@
+"""The operator against a real kube-apiserver + etcd; the tests play the Job controller."""
+import copy
+import uuid
+
+import pytest
+from kubernetes import client
+
+from kubeplay import OperatorProcess, Training, wait_for
+from stepshot.spec import GROUP, PLURAL, VERSION
+
+pytestmark = pytest.mark.apiserver
+
+BODY = {
+    "apiVersion": f"{GROUP}/{VERSION}", "kind": "SupernetTraining",
+    "metadata": {"name": "sst"},
+    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"},
+             "storage": {"claimName": "work"}, "backoffLimit": 1,
+             "fewShot": {"mode": "partitioned", "maxParallel": 8,
+                         "steps": [{"dimension": "width", "stage": 4, "parts": 2},
+                                   {"dimension": "depth", "stage": 3, "parts": 2}]}},
+}
+GROUPED = {"mode": "grouped", "groups": [2, 3]}
+
+
+def body(name="sst", **few):
+    doc = copy.deepcopy(BODY)
+    doc["metadata"]["name"] = name
+    if few:
+        doc["spec"]["fewShot"] = few
+    return doc
+
+
+@pytest.fixture
+def namespace(apiserver):
+    return apiserver.create_namespace(f"e2e-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def operator(apiserver, namespace, tmp_path):
+    op = OperatorProcess(apiserver, namespace, tmp_path / "operator.log").start()
+    yield op
+    op.stop()
+    print(op.output())  # pytest shows it only when the test failed
+
+
+@pytest.mark.parametrize("few", [None, GROUPED], ids=["partitioned-2x2", "grouped"])
+def test_full_run_to_succeeded_with_kendall_tau(apiserver, namespace, operator, few):
+    t = Training(apiserver, namespace, body(**(few or {})))
+    created = t.create()
+    assert t.run() == []
+    status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
+    assert status["result"]["kendall_tau"] == pytest.approx(0.6123)
+    assert status["observedGeneration"] == created["metadata"]["generation"]
+    assert status["partitions"] == ("6/6" if few is None else "2/2")
+    assert status["stages"]["oneshot"]["checkpoint"]["epoch"] == 3
+    cond = {c["type"]: c for c in status["conditions"]}
+    assert cond["Succeeded"]["status"] == "True" and cond["Failed"]["status"] == "False"
+    jobs = t.jobs()
+    assert len(jobs) == len(t.kinds)                              # every Job exactly once
+    for job in jobs.values():
+        [ref] = job["metadata"]["ownerReferences"]
+        assert ref["uid"] == created["metadata"]["uid"] and ref["controller"] is True
+    assert not t.get()["metadata"].get("finalizers")
+    core = client.CoreV1Api(apiserver.client())
+    wanted = {"StageRunning", "StageSnapshotting", "StageSucceeded", "PhaseRunning", "PhaseSucceeded"}
+    wait_for(lambda: wanted <= {e.reason for e in core.list_namespaced_event(namespace).items},
+             what=f"Events {sorted(wanted)}")
+
+
+def test_operator_killed_mid_run_restarts_without_duplicates(apiserver, namespace, operator):
+    t = Training(apiserver, namespace, body("restart", **GROUPED))
+    t.create()
+    queue = t.run(stop_before="restart-g2")                        # oneshot + its snapshot done
+    operator.stop(kill=True)
+    t.finish(queue.pop(0))                                         # g2 finishes while the operator is down
+    operator.start()
+    queue += sorted(t.expected_after("restart-g2"))                # -> its snapshot, created after restart
+    t.wait_jobs(set(queue))
+    assert t.run(queue) == []
+    wait_for(lambda: t.status().get("phase") == "Succeeded", what="phase Succeeded")
+    assert len(t.jobs()) == len(t.kinds)
+
+
+def test_failing_partition_fails_the_resource_and_keeps_the_others(apiserver, namespace, operator):
+    doc = body("fail", mode="partitioned", maxParallel=8, steps=[{"dimension": "width", "stage": 4, "parts": 2}])
+    t = Training(apiserver, namespace, doc)
+    t.create()
+    t.run(stop_before="fail-s4w0")
+    t.finish("fail-s4w1", ok=False, message="Traceback (most recent call last):\nRuntimeError: loss is NaN")
+    status = wait_for(lambda: (s := t.status()).get("phase") == "Failed" and s, what="phase Failed")
+    cond = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert cond["reason"] == "PartitionFailed"
+    assert "partition s4w1" in cond["message"] and "loss is NaN" in cond["message"]
+    assert "BackoffLimitExceeded" in cond["message"]
+    jobs = t.jobs()
+    assert "fail-s4w0" in jobs and not jobs["fail-s4w0"]["metadata"].get("deletionTimestamp")
+    t.finish("fail-s4w0")                                          # the surviving partition is still frozen
+    t.wait_jobs({"fail-s4w0-snap"})
+    assert "fail-eval" not in t.jobs() and t.status()["phase"] == "Failed"
+
+
+def test_bad_resource_is_refused_with_the_field(apiserver, namespace):
+    custom = client.CustomObjectsApi(apiserver.client())
+    doc = body("bad")
+    doc["spec"]["resources"] = {"nodes": 0}
+    with pytest.raises(client.ApiException) as exc:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
+    assert exc.value.status == 422 and "spec.resources.nodes" in exc.value.body
+    doc = body("bad")
+    doc["spec"]["space"] = "mobilenet"
+    with pytest.raises(client.ApiException) as exc:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
+    assert "spec.space" in exc.value.body
+
+
+def test_delete_mid_run_with_operator_down_does_not_hang(apiserver, namespace, operator):
+    t = Training(apiserver, namespace, body("gone"))
+    t.create()
+    t.wait_jobs({"gone-oneshot"})
+    assert not t.get()["metadata"].get("finalizers")
+    operator.stop(kill=True)
+    t.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+
+    def gone():
+        try:
+            t.get()
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+    wait_for(gone, timeout=10, what="the resource to disappear")

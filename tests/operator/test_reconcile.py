@@ -1,0 +1,240 @@
+"""The level-based stage state machine, driven with fake observed Jobs (no cluster)."""
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+
+from stepshot_operator import reconcile as rc
+from stepshot_operator.builders import Caps
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE = {
+    "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
+    "metadata": {"name": "demo", "namespace": "ns", "generation": 1},
+    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}, "storage": {"claimName": "work"},
+             "fewShot": {"mode": "partitioned", "maxParallel": 2,
+                         "steps": [{"dimension": "width", "stage": 4, "parts": 2},
+                                   {"dimension": "depth", "stage": 3, "parts": 2}]}},
+}
+
+
+def resource(**spec):
+    doc = copy.deepcopy(BASE)
+    doc["spec"].update(spec)
+    return doc
+
+
+def finished(job, ok=True, at="2026-01-01T00:10:00Z"):
+    job = copy.deepcopy(job)
+    cond = {"type": "Complete" if ok else "Failed", "status": "True", "lastTransitionTime": at}
+    if not ok:
+        cond.update(reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
+    job["status"] = {"startTime": "2026-01-01T00:00:00Z", "conditions": [cond],
+                     **({"completionTime": at, "succeeded": 1} if ok else {"failed": 3})}
+    return job
+
+
+class Cluster:
+    """Plays the API server: keeps created Jobs; the test plays the Job controller."""
+
+    def __init__(self, body, caps=Caps()):
+        self.body, self.caps = body, caps
+        self.jobs, self.terms, self.created = {}, {}, []
+
+    def step(self, now=NOW):
+        result = rc.reconcile(self.body, rc.Observed(self.jobs, self.terms), self.caps, now)
+        for obj in result.create:
+            if obj["kind"] == "Job":
+                self.created.append(obj["metadata"]["name"])
+                assert obj["metadata"]["name"] not in self.jobs, "duplicate create"
+                self.jobs[obj["metadata"]["name"]] = obj
+        self.body = dict(self.body, status=result.status)
+        return result
+
+    def finish(self, name, ok=True, message=None):
+        self.jobs[name] = finished(self.jobs[name], ok)
+        if message is not None:
+            self.terms[name] = [{"exitCode": 0 if ok else 1, "message": message, "finishedAt": "t"}]
+
+    def active(self):
+        return sorted(n for n, j in self.jobs.items() if rc.job_state(j) == rc.ACTIVE)
+
+
+def jobs_of(result):
+    return [o["metadata"]["name"] for o in result.create if o["kind"] == "Job"]
+
+
+def test_partitioned_run_walks_every_stage_to_succeeded():
+    c = Cluster(resource())
+    r = c.step()
+    assert r.create[0]["kind"] == "ConfigMap" and jobs_of(r) == ["demo-oneshot"]
+    assert r.status["phase"] == "Running" and r.status["currentStage"] == "oneshot"
+    assert c.step().create == ()                                  # nothing new while it runs
+    c.finish("demo-oneshot")
+    r = c.step()
+    assert jobs_of(r) == ["demo-oneshot-snap"] and r.status["stages"]["oneshot"]["state"] == "Snapshotting"
+    c.finish("demo-oneshot-snap", message=json.dumps({"epoch": 9, "file": "epoch-0009.pt", "sha256": "ab"}))
+    r = c.step()
+    assert jobs_of(r) == ["demo-s4w0", "demo-s4w1"]
+    assert r.status["stages"]["oneshot"]["checkpoint"] == {"epoch": 9, "file": "epoch-0009.pt", "sha256": "ab"}
+    assert r.status["partitions"] == "0/6" and r.status["stageIndex"] == 1
+    for name in ("demo-s4w0", "demo-s4w1"):
+        c.finish(name)
+    assert sorted(jobs_of(c.step())) == ["demo-s4w0-snap", "demo-s4w1-snap"]
+    c.finish("demo-s4w0-snap")
+    r = c.step()
+    assert jobs_of(r) == ["demo-s4w0-s3d0", "demo-s4w0-s3d1"]    # children start as soon as their parent is frozen
+    assert r.status["partitions"] == "1/6"
+    c.finish("demo-s4w1-snap")
+    assert jobs_of(c.step()) == []                                # maxParallel = 2 already running
+    c.finish("demo-s4w0-s3d0")
+    assert jobs_of(c.step()) == ["demo-s4w0-s3d0-snap", "demo-s4w1-s3d0"]
+    while "demo-eval" not in c.jobs:                              # finish the rest as it appears
+        for name in c.active():
+            c.finish(name)
+        c.step()
+    assert c.body["status"]["phase"] == "Running" and c.body["status"]["currentStage"] == "eval"
+    c.finish("demo-eval", message=json.dumps({"kendall_tau": 0.71, "spearman": 0.88}))
+    r = c.step()
+    assert r.status["phase"] == "Succeeded" and r.status["result"]["kendall_tau"] == 0.71
+    assert r.status["partitions"] == "6/6" and r.status["currentStage"] == "done"
+    cond = {x["type"]: x for x in r.status["conditions"]}
+    assert cond["Succeeded"]["status"] == "True" and cond["Succeeded"]["observedGeneration"] == 1
+    assert cond["Running"]["status"] == "False"
+    assert ("resource", "Running", "Succeeded") in {(t.stage, t.old, t.new) for t in r.transitions}
+    assert c.step().create == () and c.step().transitions == ()   # settled
+    assert len(c.created) == len(set(c.created))
+
+
+def test_restart_idempotence_same_observation_same_actions():
+    c = Cluster(resource())
+    c.step()
+    c.finish("demo-oneshot")
+    c.step()
+    c.finish("demo-oneshot-snap")
+    before = copy.deepcopy(c.body)
+    a = rc.reconcile(before, rc.Observed(c.jobs), Caps(), NOW)
+    b = rc.reconcile(before, rc.Observed(c.jobs), Caps(), NOW + timedelta(seconds=5))
+    assert [o["metadata"]["name"] for o in a.create] == [o["metadata"]["name"] for o in b.create]
+    # an operator that lost its status (or never wrote it) derives the same from the Jobs
+    fresh = dict(before, status={})
+    assert jobs_of(rc.reconcile(fresh, rc.Observed(c.jobs), Caps(), NOW)) == jobs_of(a)
+    c.step()
+    assert jobs_of(c.step()) == []                                # once created, never again
+
+
+def test_failed_partition_fails_the_resource_and_keeps_the_others():
+    c = Cluster(resource())
+    c.step(); c.finish("demo-oneshot"); c.step(); c.finish("demo-oneshot-snap"); c.step()
+    c.finish("demo-s4w1", ok=False, message="Traceback ...\nRuntimeError: CUDA out of memory")
+    r = c.step()
+    assert r.status["phase"] == "Failed"
+    cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
+    assert cond["status"] == "True" and cond["reason"] == "PartitionFailed"
+    assert "partition s4w1" in cond["message"] and "BackoffLimitExceeded" in cond["message"]
+    assert "CUDA out of memory" in cond["message"]
+    assert r.status["stages"]["s4w1"]["state"] == "Failed"
+    assert any(t.warning and t.stage == "s4w1" for t in r.transitions)
+    assert not r.suspend and jobs_of(r) == []                    # s4w0 keeps running, untouched
+    c.finish("demo-s4w0")
+    r = c.step()
+    assert jobs_of(r) == ["demo-s4w0-snap"]                      # its work is still frozen
+    c.finish("demo-s4w0-snap")
+    assert jobs_of(c.step()) == [] and c.body["status"]["phase"] == "Failed"
+    del c.jobs["demo-s4w1"]                                      # the user retries: deletes the failed Job
+    c.created.remove("demo-s4w1")
+    r = c.step()
+    assert "demo-s4w1" in jobs_of(r) and r.status["phase"] == "Running"
+
+
+def test_suspend_stops_new_jobs_and_suspends_running_ones():
+    body = resource(suspend=True)
+    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    assert r.create == () and r.status["phase"] == "Suspended"
+    c = Cluster(resource())
+    c.step()
+    c.body["spec"]["suspend"] = True
+    r = c.step()
+    assert r.suspend == ("demo-oneshot",) and r.status["phase"] == "Suspended"
+    c.jobs["demo-oneshot"]["spec"]["suspend"] = True
+    c.body["spec"]["suspend"] = False
+    r = c.step()
+    assert r.resume == ("demo-oneshot",) and r.status["phase"] == "Running"
+    # an API server without Job.spec.suspend (< 1.22) gets no patches that would be pruned
+    old = Cluster(resource(), caps=Caps(version=(1, 20)))
+    old.step()
+    old.body["spec"]["suspend"] = True
+    assert old.step().suspend == ()
+
+
+def test_grouped_chain_and_transition_events():
+    c = Cluster(resource(fewShot={"mode": "grouped", "groups": [2, 3]}))
+    seen = []
+    for _ in range(20):
+        r = c.step()
+        seen += [(t.stage, t.new) for t in r.transitions]
+        for name in c.active():
+            c.finish(name, message=json.dumps({"kendall_tau": 0.5}) if name == "demo-eval" else None)
+    assert c.body["status"]["phase"] == "Succeeded"
+    assert [s for s, new in seen if new == "Running" and s != "resource"] == ["oneshot", "g2", "g3", "eval"]
+    assert ("g2", "Snapshotting") in seen and ("eval", "Succeeded") in seen
+    assert c.body["status"]["partitions"] == "2/2"
+
+
+def test_multi_node_fallback_stage_waits_for_every_rank_and_repairs_missing_jobs():
+    caps = Caps(version=(1, 20))
+    c = Cluster(resource(resources={"nodes": 2}), caps)
+    r = c.step()
+    assert jobs_of(r) == ["demo-oneshot-0", "demo-oneshot-1"]
+    del c.jobs["demo-oneshot-1"]                                  # operator died between the two creates
+    assert jobs_of(c.step()) == ["demo-oneshot-1"]
+    c.finish("demo-oneshot-0")
+    assert jobs_of(c.step()) == []                                # rank 1 still running
+    c.finish("demo-oneshot-1")
+    assert jobs_of(c.step()) == ["demo-oneshot-snap"]
+
+
+def test_invalid_spec_is_failed_with_the_field():
+    body = resource(storage={})
+    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
+    assert r.status["phase"] == "Failed" and cond["reason"] == "InvalidSpec"
+    assert "spec.storage.claimName" in cond["message"] and r.create == ()
+
+
+def test_condition_transition_time_is_kept_while_unchanged():
+    c = Cluster(resource())
+    c.step()
+    first = {x["type"]: x for x in c.body["status"]["conditions"]}["Running"]["lastTransitionTime"]
+    later = c.step(NOW + timedelta(hours=1))
+    assert {x["type"]: x for x in later.status["conditions"]}["Running"]["lastTransitionTime"] == first
+
+
+def test_ttl_after_finished_deletes_the_resource():
+    c = Cluster(resource(fewShot={"mode": "none"}, ttlSecondsAfterFinished=60))
+    for _ in range(6):
+        c.step()
+        for name in c.active():
+            c.finish(name)
+    assert c.body["status"]["phase"] == "Succeeded"
+    done = datetime(2026, 1, 1, 0, 10, tzinfo=timezone.utc)
+    assert not c.step(done + timedelta(seconds=30)).delete
+    assert c.step(done + timedelta(seconds=61)).delete
+
+
+def test_terminations_are_read_only_when_needed():
+    c = Cluster(resource())
+    c.step()
+    assert not rc.terminations_needed(c.body, c.jobs)
+    c.finish("demo-oneshot"); c.step(); c.finish("demo-oneshot-snap")
+    assert rc.terminations_needed(c.body, c.jobs)
+    c.terms["demo-oneshot-snap"] = [{"exitCode": 0, "message": '{"epoch": 1}', "finishedAt": "t"}]
+    c.step()
+    assert not rc.terminations_needed(c.body, c.jobs)
+
+
+def test_merge_patch_removes_vanished_keys():
+    old = {"phase": "Failed", "stages": {"a": {"state": "Failed", "message": "boom"}}, "result": {"x": 1}}
+    new = {"phase": "Running", "stages": {"a": {"state": "Running"}}}
+    assert rc.merge_patch(old, new) == {"phase": "Running", "result": None,
+                                        "stages": {"a": {"state": "Running", "message": None}}}
+    assert rc.merge_patch(new, new) == {}

@@ -1,0 +1,109 @@
+"""One training stage: determinism, kill-and-resume equivalence, 2-rank gloo, stage wiring."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from stepshot.plan import build_plan
+from stepshot_trainer import checkpoint
+from stepshot_trainer.split import GroupedSuperNet
+from stepshot_trainer.supernet import SuperNet
+from stepshot_trainer.train import Dist, StageTrainer, build_stage_model, lr_factor, select_epoch
+from trainer_helpers import needs_fmnist, tiny_spec
+
+pytestmark = needs_fmnist
+
+
+def _trainer(spec, workdir, name="oneshot", d=None):
+    plan = build_plan(spec)
+    return StageTrainer(spec, plan.stage(name), workdir, plan.partitions[name], d or Dist())
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_uninterrupted_run_and_seed_determinism(tmp_path):
+    spec = tiny_spec()
+    straight = _trainer(spec, tmp_path / "a")
+    selected = straight.run()
+    assert selected == {"epoch": 2, "file": "epoch-0002.pt", "kendall_tau": None}
+    assert json.loads((tmp_path / "a/oneshot/selected.json").read_text()) == selected
+    assert (tmp_path / "a/oneshot/DONE").exists()
+
+    killed = _trainer(spec, tmp_path / "b")
+    assert killed.run(stop_after=1) is None and not (tmp_path / "b/oneshot/DONE").exists()
+    first_a, _ = checkpoint.load(tmp_path / "a/oneshot/checkpoints/epoch-0001.pt")
+    first_b, _ = checkpoint.load(tmp_path / "b/oneshot/checkpoints/epoch-0001.pt")
+    assert _same(first_a["model"], first_b["model"])               # same seed => same weights
+
+    resumed = _trainer(spec, tmp_path / "b")                        # a fresh instance resumes
+    resumed.run()
+    assert resumed.step == straight.step == 8
+    assert _same(straight.model.state_dict(), resumed.model.state_dict())
+    mom = lambda t: [s["momentum_buffer"] for s in t.optimizer.state_dict()["state"].values()]  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(mom(straight), mom(resumed)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, workdir: str) -> None:
+    from stepshot_trainer.train import init_distributed
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    d = init_distributed()
+    trainer = _trainer(tiny_spec(oneShot={"epochs": 1}), workdir, d=d)
+    trainer.run()
+    torch.save(trainer.model.state_dict(), f"{workdir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_keep_identical_weights(tmp_path):
+    mp.spawn(_rank_main, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert _same(r0, r1)
+    saved, manifest = checkpoint.load(tmp_path / "oneshot/checkpoints/epoch-0001.pt")
+    assert _same(saved["model"], r0) and manifest["step"] == 2      # 256 images / (64 x 2 ranks)
+
+
+def test_stage_models_follow_the_plan(tmp_path):
+    spec = tiny_spec(fewShot={"mode": "grouped", "groups": [2, 3]})
+    plan = build_plan(spec)
+    parent = build_stage_model(spec, plan.stage("oneshot"), tmp_path)
+    assert isinstance(parent, SuperNet)
+    ck = checkpoint.save(tmp_path / "ck", 1, {"model": parent.state_dict()}, {"groups": None})
+    checkpoint.snapshot(ck, tmp_path / "snapshots" / "oneshot")
+    g2 = build_stage_model(spec, plan.stage("g2"), tmp_path)
+    assert isinstance(g2, GroupedSuperNet) and g2.groups == 2
+    x = torch.randn(4, 1, 28, 28)
+    parent.eval(), g2.eval()
+    assert torch.allclose(parent(x), g2(x), atol=1e-5)                # function-preserving split
+
+
+def test_partitioned_stage_samples_inside_its_partition(tmp_path):
+    spec = tiny_spec(fewShot={"mode": "partitioned", "steps": [{"dimension": "width", "stage": 4, "parts": 2}]})
+    plan = build_plan(spec)
+    ck = checkpoint.save(tmp_path / "ck", 1, {"model": SuperNet(spec.space).state_dict()}, {"groups": None})
+    checkpoint.snapshot(ck, tmp_path / "snapshots" / "oneshot")
+    stage = plan.steps[1][0]
+    trainer = StageTrainer(spec, stage, tmp_path, plan.partitions[stage.name], Dist())
+    part = plan.partitions[stage.name]
+    assert all(part.contains(arch) for step in range(5) for _, arch, _ in trainer.sampler.sample(step))
+
+
+def test_schedule_and_selection_rules():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.001)
+    assert lr_factor(10, 100, 10) == 1.0 and lr_factor(100, 100, 10) == pytest.approx(0.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(0, 10, 0) == 1.0                                 # few-shot: no warmup
+    assert select_epoch({1: 0.5, 2: 0.7, 3: 0.7, 4: 0.6}, 4) == (3, 0.7)   # ties -> later
+    assert select_epoch({}, 5) == (5, None)

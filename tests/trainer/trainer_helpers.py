@@ -1,0 +1,37 @@
+"""Shared helpers for the trainer tests: tiny Fashion-MNIST specs, one CPU thread."""
+import copy
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fmnist = pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").exists(),
+                                  reason="apt-get install dataset-fashion-mnist")
+
+TINY = {
+    "metadata": {"name": "tiny"},
+    "spec": {
+        "space": "resnet48-fmnist",
+        "dataset": {"kind": "fashion-mnist", "path": str(FMNIST), "trainLimit": 256, "evalLimit": 200},
+        "training": {"batchSize": 64, "keepCheckpoints": 5},
+        "oneShot": {"epochs": 2, "lr": 0.1, "warmupEpochs": 0.5},
+        "fewShot": {"mode": "grouped", "groups": [2], "epochs": 1},
+        "evaluation": {"calibrationBatches": 2, "calibrationBatchSize": 64, "evalImages": 128, "batchSize": 128},
+        "metricsPort": 0,
+    },
+}
+
+
+def tiny_spec(**overrides):
+    from stepshot import spec as specmod
+
+    doc = copy.deepcopy(TINY)
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            doc["spec"].setdefault(section, {}).update(values)
+        else:
+            doc["spec"][section] = values
+    return specmod.load(doc)

@@ -1,0 +1,154 @@
+"""`stepshot train | snapshot | evaluate`: the trainer's CLI commands (registered by stepshot.cli)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from stepshot import correlate as corr
+from stepshot.archsets import challenge_format, stratified_archs
+from stepshot.plan import Plan, build_plan
+from stepshot.spec import Spec, SpecError, load_file
+from stepshot_trainer import checkpoint, data
+from stepshot_trainer.evaluate import Router, load_archs, load_stage_model, predict
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def _common(parser: argparse.ArgumentParser, stage: bool) -> None:
+    parser.add_argument("file", type=Path, help="SupernetTraining YAML")
+    if stage:
+        parser.add_argument("--stage", required=True, help="plan stage name (e.g. oneshot, g2, s4w0)")
+    parser.add_argument("--workdir", required=True, type=Path, help="work directory (the PVC in a cluster)")
+
+
+def _load(args: argparse.Namespace) -> tuple[Spec, Plan]:
+    spec = load_file(args.file)
+    return spec, build_plan(spec)
+
+
+def _guard(func):
+    """Exit 2 with a one-line message on bad input instead of a traceback."""
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (SpecError, KeyError, FileNotFoundError, ValueError, checkpoint.CheckpointError) as exc:
+            print(f"stepshot: error: {exc}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+# --------------------------------------------------------------------------- train
+
+def register_train(parser: argparse.ArgumentParser) -> None:
+    _common(parser, stage=True)
+    parser.set_defaults(func=_guard(_cmd_train))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from stepshot_trainer.train import init_distributed, train_stage
+
+    spec, plan = _load(args)
+    stage = plan.stage(args.stage)
+    if not stage.is_train:
+        raise ValueError(f"stage {stage.name!r} is not a training stage")
+    d = init_distributed()
+    try:
+        selected = train_stage(spec, plan, stage, args.workdir, d)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if d.main:
+        print(json.dumps({"stage": stage.name, **selected}))
+    return 0
+
+
+# --------------------------------------------------------------------------- snapshot
+
+def register_snapshot(parser: argparse.ArgumentParser) -> None:
+    _common(parser, stage=True)
+    parser.set_defaults(func=_guard(_cmd_snapshot))
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    _, plan = _load(args)
+    stage_dir = args.workdir / plan.stage(args.stage).name
+    if not (stage_dir / "DONE").exists():
+        raise ValueError(f"stage {args.stage!r} has not finished ({stage_dir / 'DONE'} is missing)")
+    selected = json.loads((stage_dir / "selected.json").read_text())
+    dst = checkpoint.snapshot(stage_dir / "checkpoints" / selected["file"], args.workdir / "snapshots" / args.stage)
+    print(json.dumps({"stage": args.stage, "snapshot": str(dst), "epoch": selected["epoch"]}))
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def register_evaluate(parser: argparse.ArgumentParser) -> None:
+    _common(parser, stage=False)
+    parser.add_argument("--archs", type=Path, help="architectures (challenge format or a JSON list of codes)")
+    parser.add_argument("--out", type=Path, help="predictions file (default <workdir>/eval/predictions.json)")
+    parser.add_argument("--stages", help="comma-separated stages to evaluate (default: the plan's leaves)")
+    parser.set_defaults(func=_guard(_cmd_evaluate))
+
+
+def _archs(spec: Spec, path: Path | None) -> dict[str, str]:
+    """--archs, else evaluation.archs, else the ground truth's archs, else a stratified sample."""
+    ev = spec.evaluation
+    source = path or spec.resolve(ev.get("archs")) or spec.resolve(ev.get("ground_truth"))
+    if source is not None:
+        return load_archs(source)
+    sample = challenge_format(stratified_archs(spec.space, ev.sample, seed=spec.training.seed))
+    return {name: entry["arch"] for name, entry in sample.items()}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    spec, plan = _load(args)
+    stages = args.stages.split(",") if args.stages else list(plan.leaves)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = {s: load_stage_model(args.workdir, plan.stage(s).name, spec.space, device=device)[0].eval()
+              for s in stages}
+    ev = spec.evaluation
+    calibration = [x.to(device) for x in data.calibration_batches(
+        data.open_source(spec, "train"), ev.calibration_batches, ev.calibration_batch_size, seed=spec.training.seed)]
+    evalset = [(x.to(device), y.to(device)) for x, y in data.eval_subset(
+        data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=spec.training.seed)]
+    preds, timing = predict(Router(models, plan.partitions), _archs(spec, args.archs), spec.space,
+                            calibration, evalset, log=True)
+    out = args.out or args.workdir / "eval" / "predictions.json"
+    checkpoint.write_json(out, preds)
+    report = _report(spec, out, stages, preds, timing)
+    print(json.dumps({"predictions": str(out), **report["final"]}))
+    return 0
+
+
+def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict) -> dict:
+    """Update <out dir>/report.json (one entry per predictions file) and the termination log."""
+    truth_path = spec.resolve(spec.evaluation.get("ground_truth"))
+    metrics = {"n": len(preds)}
+    if truth_path is not None:
+        full = corr.correlate(corr.accuracies(preds), corr.load_accuracies(truth_path))
+        metrics = {k: v for k, v in full.items() if k not in ("only_in_pred", "only_in_truth")}
+        metrics["missing"] = {"only_in_pred": len(full["only_in_pred"]), "only_in_truth": len(full["only_in_truth"])}
+    path = out.parent / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {"evaluations": {}}
+    report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing, **metrics}
+    report["final"] = {k: metrics.get(k) for k in ("kendall_tau", "spearman", "pearson", "n")}
+    checkpoint.write_json(path, report)
+    _termination_log(report["final"])
+    return report
+
+
+def _termination_log(final: dict) -> None:
+    """The final metrics for the operator, via the pod's termination message (< 4 KiB)."""
+    target = os.environ.get("STEPSHOT_TERMINATION_LOG")
+    path = Path(target) if target else (TERMINATION_LOG if TERMINATION_LOG.exists() else None)
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(final)[:4000])
+    except OSError as exc:
+        print(f"warning: cannot write termination log {path}: {exc}", file=sys.stderr)

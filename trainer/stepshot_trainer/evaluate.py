@@ -1,0 +1,119 @@
+"""Rank architectures with inherited weights (spec §3.5, pitfall 8).
+
+Per architecture: route to its leaf super-net (a partition's stage; a grouped net
+routes stages to groups itself), extract the static subnet, reset BN statistics
+to a cumulative average (momentum=None), forward a fixed set of calibration
+batches in train mode, then measure top-1 on a fixed subset in eval mode. The
+calibration and eval tensors are built once and reused for every architecture,
+so the ranking sees no data noise and the work per subnet is forward passes only.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from stepshot.correlate import normalize_code
+from stepshot.partition import Partition, route
+from stepshot.space import Arch, SearchSpace, get_space, parse_arch
+from stepshot_trainer import checkpoint
+from stepshot_trainer.split import build_model
+from stepshot_trainer.supernet import DynamicResNet
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def load_archs(path: str | Path) -> dict[str, str]:
+    """{name: code} from challenge format `{"archN": {"arch": CODE, ...}}`, `{CODE: ACC}` or a list of codes."""
+    obj = json.loads(Path(path).read_text())
+    if isinstance(obj, list):
+        return {f"arch{i + 1}": normalize_code(c if isinstance(c, str) else c["arch"]) for i, c in enumerate(obj)}
+    if isinstance(obj, dict):
+        if all(isinstance(v, dict) for v in obj.values()):
+            return {name: normalize_code(v["arch"]) for name, v in obj.items()}
+        return {f"arch{i + 1}": normalize_code(code) for i, code in enumerate(obj)}
+    raise ValueError(f"{path}: expected a JSON object or list of architectures")
+
+
+def snapshot_dir(workdir: Path, stage: str) -> Path:
+    return Path(workdir) / "snapshots" / stage
+
+
+def load_stage_model(workdir: Path, stage: str, space: SearchSpace | str, *, dropout: float = 0.0,
+                     device: str | torch.device = "cpu") -> tuple[DynamicResNet, dict]:
+    """The super-net of a stage's snapshot (SuperNet or GroupedSuperNet(G) per its manifest)."""
+    state, manifest = checkpoint.load_snapshot(snapshot_dir(workdir, stage), device)
+    model = build_model(space, manifest.get("groups"), dropout=dropout)
+    model.load_state_dict(state)
+    return model.to(device), manifest
+
+
+def recalibrate_bn(net: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Reset BN running stats and re-estimate them as a cumulative average over `batches`."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    net.eval()
+
+
+@torch.inference_mode()
+def top1(net: nn.Module, batches: Batches) -> float:
+    """Top-1 accuracy in percent."""
+    net.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += (net(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
+
+
+def arch_accuracy(model: DynamicResNet, arch: Arch, calibration: list[torch.Tensor], evalset: Batches) -> float:
+    net = model.extract(arch)
+    recalibrate_bn(net, calibration)
+    return top1(net, evalset)
+
+
+class Router:
+    """Maps an arch to the super-net that serves it: the leaf partition containing it."""
+
+    def __init__(self, models: Mapping[str, DynamicResNet], partitions: Mapping[str, Partition] | None = None):
+        self.models = dict(models)
+        self.partitions = {name: partitions[name] for name in self.models} if partitions else {}
+        by_id = {p.id: name for name, p in self.partitions.items()}
+        self._stage_of = by_id
+        if len(self.models) > 1 and len(by_id) != len(self.models):
+            raise ValueError(f"stages {sorted(self.models)} are not distinct partitions; cannot route")
+
+    def stage_for(self, arch: Arch) -> str:
+        if len(self.models) == 1:
+            return next(iter(self.models))
+        return self._stage_of[route(arch, list(self.partitions.values())).id]
+
+
+def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
+            calibration: list[torch.Tensor], evalset: Batches, *, log: bool = False) -> tuple[dict, dict]:
+    """(predictions in challenge format with `acc` in percent and `stage`, timing stats)."""
+    sp = get_space(space)
+    parsed = {name: parse_arch(code, sp) for name, code in archs.items()}
+    start = time.perf_counter()
+    out = {}
+    for i, (name, arch) in enumerate(parsed.items(), 1):
+        stage = router.stage_for(arch)
+        acc = arch_accuracy(router.models[stage], arch, calibration, evalset)
+        out[name] = {"arch": arch.encode(), "acc": round(acc, 4), "stage": stage}
+        if log and (i % 25 == 0 or i == len(parsed)):
+            rate = i / (time.perf_counter() - start)
+            print(f"evaluated {i}/{len(parsed)} subnets ({rate:.2f}/s)", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    return out, {"subnets": len(out), "seconds": round(seconds, 3),
+                 "subnets_per_second": round(len(out) / seconds, 3) if seconds > 0 else None}

@@ -1,0 +1,234 @@
+"""`stepshot groundtruth`: stand-alone accuracies of architectures, the ranking's reference.
+
+Each (architecture, seed) trains a fresh static subnet from scratch on the same
+data, augmentation and evaluation subset the super-net's evaluation uses. Every
+finished run is stored atomically as one small JSON under `<out>.runs/`, so a
+killed run picks up where it stopped and finished runs are never retrained.
+Runs go to a pool of worker processes (a couple of threads each), sized to the
+machine's cores. The output is the challenge format plus a summary beside it
+(`<out stem>.summary.json`): the seed-to-seed Kendall tau is the noise ceiling
+of this ground truth, the best any super-net can be expected to reach.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stepshot.archsets import load_codes
+from stepshot.space import complexity, get_space, parse_arch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Stand-alone training recipe (the official demo's shape, scaled to the data set)."""
+
+    space: str
+    data: str
+    epochs: int = 3
+    train_limit: int = 0
+    eval_images: int = 10000
+    batch_size: int = 128
+    lr: float = 0.1                 # for batch 256, scaled linearly
+    warmup_epochs: float = 0.5
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    threads: int = 1
+
+
+def train_one(code: str, seed: int, recipe: Recipe) -> dict:
+    """Train one architecture from scratch; return its top-1 on the evaluation subset."""
+    import torch
+    import torch.nn.functional as F
+
+    from stepshot_trainer.data import FashionMNIST, TrainLoader, eval_subset
+    from stepshot_trainer.static import build_static
+
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(seed)
+    arch = parse_arch(code, recipe.space)
+    net = build_static(recipe.space, arch, zero_init_last_bn=True)
+    train = FashionMNIST(recipe.data, "train", recipe.train_limit)
+    loader = TrainLoader(train, recipe.batch_size, seed=seed)
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    lr = recipe.lr * recipe.batch_size / 256
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9, nesterov=True)
+    total = recipe.epochs * len(loader)
+    warmup = recipe.warmup_epochs * len(loader)
+    step = 0
+    start = time.monotonic()
+    net.train()
+    for epoch in range(recipe.epochs):
+        for images, labels in loader.batches(epoch):
+            scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+            loss = F.cross_entropy(net(images), labels, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    test = FashionMNIST(recipe.data, "test")
+    correct = seen = 0
+    net.eval()
+    with torch.no_grad():
+        for images, labels in eval_subset(test, recipe.eval_images, 1000):
+            correct += int((net(images).argmax(1) == labels).sum())
+            seen += len(labels)
+    return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start}
+
+
+def _worker(task: tuple[str, int, Recipe, str]) -> dict:
+    code, seed, recipe, runs_dir = task
+    result = train_one(code, seed, recipe)
+    from stepshot_trainer.checkpoint import write_json
+
+    write_json(Path(runs_dir) / f"{code}-s{seed}.json", result)
+    return result
+
+
+def _train_all(todo: list[tuple[str, int]], recipe: Recipe, runs_dir: Path, runs: dict, jobs: int,
+               total: int, progress: bool, max_attempts: int = 3) -> None:
+    """Train the missing runs in a process pool. A worker that dies (a native crash) breaks
+    the pool: the pool is rebuilt and the unfinished runs retried, up to `max_attempts`."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), desc="ground truth", unit="run", disable=not progress)
+    for attempt in range(1, max_attempts + 1):
+        todo = [t for t in todo if t not in runs]
+        if not todo:
+            break
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_worker, (c, s, recipe, str(runs_dir))) for c, s in todo]
+                for future in as_completed(futures):
+                    result = future.result()
+                    runs[(result["arch"], result["seed"])] = result
+                    bar.set_postfix(acc=f"{result['acc']:.2f}")
+                    bar.update()
+        except BrokenProcessPool:
+            runs.update(_load_runs(runs_dir))  # keep what finished before the crash
+            print(f"ground truth: a worker died (attempt {attempt}/{max_attempts}); retrying the rest",
+                  file=sys.stderr)
+    bar.close()
+    missing = [t for t in todo if t not in runs]
+    if missing:
+        raise RuntimeError(f"{len(missing)} runs failed {max_attempts} times, e.g. {missing[0]}; rerun to retry")
+
+
+def _load_runs(runs_dir: Path) -> dict[tuple[str, int], dict]:
+    runs = {}
+    for path in runs_dir.glob("*.json"):
+        try:
+            r = json.loads(path.read_text())
+            runs[(r["arch"], int(r["seed"]))] = r
+        except (ValueError, KeyError):
+            continue  # a torn file from a kill: that run is simply redone
+    return runs
+
+
+def summarize(codes: list[str], runs: dict[tuple[str, int], dict], seeds: list[int]) -> dict:
+    import numpy as np
+    from scipy import stats
+
+    accs = np.array([[runs[(c, s)]["acc"] for s in seeds] for c in codes])
+    pairs = {f"{a}-{b}": float(stats.kendalltau(accs[:, i], accs[:, j])[0])
+             for (i, a), (j, b) in itertools.combinations(enumerate(seeds), 2)}
+    means = accs.mean(1)
+    return {
+        "n": len(codes), "seeds": seeds,
+        "seed_kendall_tau": float(np.mean(list(pairs.values()))) if pairs else None,
+        "seed_kendall_tau_pairs": pairs,
+        "acc_min": float(means.min()), "acc_max": float(means.max()),
+        "acc_mean": float(means.mean()), "acc_std": float(means.std()),
+        "seed_std_mean": float(accs.std(1, ddof=1).mean()) if len(seeds) > 1 else None,
+        "train_seconds_total": float(sum(r["train_seconds"] for r in runs.values())),
+    }
+
+
+def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[int]) -> dict:
+    out = {}
+    for key, code in entries.items():
+        accs = [runs[(code, s)]["acc"] for s in seeds]
+        params, macs = complexity(parse_arch(code, space))
+        out[key] = {"arch": code, "acc": sum(accs) / len(accs), "accs": accs, "params": params, "macs": macs}
+    return out
+
+
+def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, progress: bool = True) -> dict:
+    entries = load_codes(archs)
+    codes = list(entries.values())
+    for code in codes:
+        parse_arch(code, recipe.space)  # fail before hours of training, not after
+    runs_dir = out.with_suffix(".runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs = _load_runs(runs_dir)
+    todo = [(c, s) for s in seeds for c in codes if (c, s) not in runs]
+    started = time.monotonic()
+    if todo:
+        _train_all(todo, recipe, runs_dir, runs, jobs, total=len(codes) * len(seeds), progress=progress)
+    output = build_output(recipe.space, entries, runs, seeds)
+    from stepshot_trainer.checkpoint import write_json
+
+    write_json(out, output)
+    summary = summarize(codes, runs, seeds)
+    summary.update(recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=time.monotonic() - started,
+                   command=" ".join(["stepshot", *sys.argv[1:]]) if sys.argv[0].endswith("stepshot") else None,
+                   versions=_versions())
+    write_json(out.with_name(out.stem + ".summary.json"), summary)
+    return summary
+
+
+def _versions() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", required=True)
+    parser.add_argument("--archs", type=Path, required=True, help="challenge-format JSON or a JSON list of codes")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per architecture")
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--epochs", type=int, default=Recipe.epochs)
+    parser.add_argument("--train-limit", type=int, default=0)
+    parser.add_argument("--eval-images", type=int, default=Recipe.eval_images)
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
+    parser.add_argument("--lr", type=float, default=Recipe.lr, help="lr for batch 256 (scaled linearly)")
+    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 1),
+                        help="worker processes (default: one per core)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    space = get_space(args.space).name
+    if space != "resnet48-fmnist":
+        print("stepshot groundtruth: only resnet48-fmnist (Fashion-MNIST) is supported on one machine",
+              file=sys.stderr)
+        return 2
+    recipe = Recipe(space=space, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
+                    eval_images=args.eval_images, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+    try:
+        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"stepshot groundtruth: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("n", "seeds", "seed_kendall_tau", "acc_min", "acc_max",
+                                              "seed_std_mean")}))
+    return 0
