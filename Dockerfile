@@ -68,6 +68,10 @@ RUN python -c "import torch" 2>/dev/null \
  && rm -rf /wheels /tmp/torch-constraint.txt \
  && stepshot --help >/dev/null \
  && torchrun --help >/dev/null
+# Ground truths and architecture sets: the operator mounts the spec at /opt/stepshot/spec/,
+# so a spec's relative paths (../benchmarks/...) resolve here as they do in a checkout.
+COPY benchmarks/groundtruth/*.json /opt/stepshot/benchmarks/groundtruth/
+COPY benchmarks/archs/ /opt/stepshot/benchmarks/archs/
 USER 1000:1000
 WORKDIR /home/stepshot
 ENTRYPOINT ["stepshot"]

@@ -14,6 +14,13 @@ import yaml
 from stepshot.spec import SpecError, load_file
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Builders share small dicts (e.g. a capabilities block); print them in full, not as &anchors."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="SupernetTraining YAML")
     parser.add_argument("--name", help="override metadata.name")
@@ -41,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     major, minor = (int(x) for x in args.kube_version.split(".")[:2])
     ctx = Context(spec, build_plan(spec), Caps(version=(major, minor), volume_snapshots=args.volume_snapshots))
-    print(yaml.safe_dump_all(all_objects(ctx), sort_keys=False), end="")
+    print(yaml.dump_all(all_objects(ctx), Dumper=_NoAliases, sort_keys=False), end="")
     return 0

@@ -28,7 +28,9 @@ LABEL_JOB = "stepshot.dev/job"                # on pods: the Job they belong to 
 ANNOTATION_SPEC_HASH = "stepshot.dev/spec-hash"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
-SPEC_DIR = "/etc/stepshot"
+# Beside the image's /opt/stepshot/benchmarks, so a spec's relative paths such as
+# ../benchmarks/groundtruth/... resolve in pods exactly as they do in a checkout.
+SPEC_DIR = "/opt/stepshot/spec"
 SPEC_FILE = f"{SPEC_DIR}/spec.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 MASTER_PORT = 29500
@@ -41,6 +43,7 @@ class Caps:
 
     version: tuple[int, int] = (1, 30)
     volume_snapshots: bool = False
+    trainer_service_account: str | None = None  # the chart's API-less ServiceAccount for stage pods
 
     @property
     def indexed_jobs(self) -> bool:  # completionMode: Indexed + the index annotation (beta 1.22)
@@ -188,6 +191,8 @@ def _pod_spec(containers: list[dict], volumes: list[dict], init: list[dict] | No
 
 def _job(ctx: Context, name: str, lbl: dict[str, str], pod_spec: dict, **spec_extra: object) -> dict:
     pod_labels = {**lbl, LABEL_JOB: name}
+    if ctx.caps.trainer_service_account:
+        pod_spec = {**pod_spec, "serviceAccountName": ctx.caps.trainer_service_account}
     spec: dict = {"backoffLimit": ctx.spec.backoff_limit, **spec_extra,
                   "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}
     if ctx.caps.job_suspend:

@@ -62,10 +62,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.batching.batch_window = 0.01
     # Log records become Events only from WARNING up; stage Events are posted explicitly.
     settings.posting.level = logging.WARNING
+    if not memo.get("scan", True):
+        settings.scanning.disabled = True
 
     await asyncio.to_thread(k8s.load_config)
     kube = k8s.Kube()
-    caps = Caps(**await asyncio.to_thread(kube.discover))
+    caps = Caps(**await asyncio.to_thread(kube.discover),
+                trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None)
     logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s", *caps.version,
                 caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots)
     port = int(memo.get("metrics_port", os.environ.get("STEPSHOT_METRICS_PORT", DEFAULT_METRICS_PORT)))

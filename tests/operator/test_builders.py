@@ -44,7 +44,7 @@ def test_single_node_job_is_a_plain_standalone_torchrun_job():
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["suspend"] is False
     container = pod(job)["containers"][0]
     assert "--standalone" in container["command"]
-    assert container["command"][-6:] == ["train", "/etc/stepshot/spec.yaml", "--stage", "oneshot", "--workdir", "/workdir"]
+    assert container["command"][-6:] == ["train", builders.SPEC_FILE, "--stage", "oneshot", "--workdir", "/workdir"]
     assert env(container)["PET_NPROC_PER_NODE"] == "2" and env(container)["PET_NNODES"] == "1"
     labels = job["metadata"]["labels"]
     assert labels[builders.LABEL_TRAINING] == "demo" and labels[builders.LABEL_STAGE] == "oneshot"
@@ -121,7 +121,7 @@ def test_snapshot_step_and_volume_snapshot():
     snap = objs[1]
     assert snap["metadata"]["name"] == "demo-s4w0-snap"
     assert pod(snap)["containers"][0]["command"][3:] == [
-        "snapshot", "/etc/stepshot/spec.yaml", "--stage", "s4w0", "--workdir", "/workdir"]
+        "snapshot", builders.SPEC_FILE, "--stage", "s4w0", "--workdir", "/workdir"]
     assert snap["metadata"]["labels"][builders.LABEL_PARTITION] == "s4w0"
     assert objs[2]["spec"] == {"source": {"persistentVolumeClaimName": "work"}, "volumeSnapshotClassName": "csi"}
     assert not builders.wants_volume_snapshot(ctx(caps=Caps(volume_snapshots=False)))
@@ -176,3 +176,14 @@ def test_layering(module):
             imported |= {f"{node.module}.{a.name}" for a in node.names}
     parts = {p for name in imported for p in name.split(".")}
     assert not parts & FORBIDDEN[module] - {module}, f"{module} imports {parts & FORBIDDEN[module]}"
+
+
+def test_stage_pods_use_the_trainer_service_account_without_a_token():
+    s = specmod.load({"metadata": {"name": "sa"}, "spec": {"space": "resnet48-fmnist",
+                                                            "dataset": {"kind": "fashion-mnist"}}})
+    ctx = Context(s, planmod.build_plan(s), Caps(trainer_service_account="stepshot-trainer"))
+    for obj in builders.all_objects(ctx):
+        if obj["kind"] == "Job":
+            pod = obj["spec"]["template"]["spec"]
+            assert pod["serviceAccountName"] == "stepshot-trainer"
+            assert pod["automountServiceAccountToken"] is False

@@ -15,11 +15,11 @@ TINY = {
     "metadata": {"name": "tiny"},
     "spec": {
         "space": "resnet48-fmnist",
-        "dataset": {"kind": "fashion-mnist", "path": str(FMNIST), "trainLimit": 256, "evalLimit": 200},
-        "training": {"batchSize": 64, "keepCheckpoints": 5},
+        "dataset": {"kind": "fashion-mnist", "path": str(FMNIST), "trainLimit": 64, "evalLimit": 200},
+        "training": {"batchSize": 32, "keepCheckpoints": 5},
         "oneShot": {"epochs": 2, "lr": 0.1, "warmupEpochs": 0.5},
         "fewShot": {"mode": "grouped", "groups": [2], "epochs": 1},
-        "evaluation": {"calibrationBatches": 2, "calibrationBatchSize": 64, "evalImages": 128, "batchSize": 128},
+        "evaluation": {"calibrationBatches": 2, "calibrationBatchSize": 32, "evalImages": 128, "batchSize": 128},
         "metricsPort": 0,
     },
 }

@@ -1,0 +1,94 @@
+"""BN recalibration, routing to leaves, predictions and the evaluate/snapshot CLI."""
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+from stepshot import cli
+from stepshot.partition import build_tree
+from stepshot.space import get_space, sample_arch
+from stepshot_trainer import checkpoint
+from stepshot_trainer.evaluate import Router, load_archs, predict, recalibrate_bn
+from stepshot_trainer.supernet import SuperNet
+from trainer_helpers import TINY, needs_fmnist
+
+SPACE = get_space("resnet48-fmnist")
+
+
+def _archs(n, seed=0):
+    rng = random.Random(seed)
+    return [sample_arch(SPACE, rng) for _ in range(n)]
+
+
+def test_bn_recalibration_is_deterministic_cumulative_average():
+    torch.manual_seed(0)
+    net = SuperNet(SPACE).extract(_archs(1)[0])
+    batches = [torch.randn(16, 1, 28, 28) for _ in range(3)]
+    recalibrate_bn(net, batches)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    recalibrate_bn(net, batches)
+    assert all(torch.equal(first[k], v) for k, v in net.state_dict().items())
+    assert not net.training and net.stem.bn.momentum is None
+    with torch.no_grad():                          # equal batches: cumulative mean == mean of batch means
+        means = torch.stack([net.stem.conv(x).mean((0, 2, 3)) for x in batches]).mean(0)
+    assert torch.allclose(net.stem.bn.running_mean, means, atol=1e-5)
+
+
+def test_router_sends_each_arch_to_its_partition():
+    leaves = build_tree(SPACE, [{"dimension": "width", "stage": 4, "parts": 2}])[1]
+    models = {p.id.replace(".", "-"): SuperNet(SPACE) for p in leaves}
+    router = Router(models, {p.id.replace(".", "-"): p for p in leaves})
+    for arch in _archs(20):
+        assert leaves[[p.id for p in leaves].index(router.stage_for(arch))].contains(arch)
+    single = Router({"g2": SuperNet(SPACE)})
+    assert single.stage_for(_archs(1)[0]) == "g2"
+
+
+def test_predict_challenge_format_is_repeatable():
+    torch.manual_seed(0)
+    router = Router({"oneshot": SuperNet(SPACE).eval()})
+    archs = {f"arch{i}": a.encode() for i, a in enumerate(_archs(3), 1)}
+    calib = [torch.randn(8, 1, 28, 28)]
+    evalset = [(torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,)))]
+    preds, timing = predict(router, archs, SPACE, calib, evalset)
+    again, _ = predict(router, archs, SPACE, calib, evalset)
+    assert preds == again and set(preds) == set(archs) and timing["subnets"] == 3
+    assert all(0 <= p["acc"] <= 100 and p["arch"] == archs[n] for n, p in preds.items())
+
+
+def test_load_archs_formats(tmp_path):
+    codes = [a.encode() for a in _archs(2)]
+    (tmp_path / "list.json").write_text(json.dumps(codes))
+    (tmp_path / "ch.json").write_text(json.dumps({"archA": {"arch": codes[0]}, "archB": {"arch": codes[1]}}))
+    assert load_archs(tmp_path / "list.json") == {"arch1": codes[0], "arch2": codes[1]}
+    assert load_archs(tmp_path / "ch.json") == {"archA": codes[0], "archB": codes[1]}
+
+
+@needs_fmnist
+def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
+    codes = [a.encode() for a in _archs(4)]
+    truth = {f"arch{i}": {"arch": c, "acc": 80.0 + i} for i, c in enumerate(codes, 1)}
+    (tmp_path / "gt.json").write_text(json.dumps(truth))
+    doc = json.loads(json.dumps(TINY))
+    doc["spec"]["fewShot"] = {"mode": "none"}
+    doc["spec"]["evaluation"]["groundTruth"] = "gt.json"              # relative to the YAML file
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"apiVersion": "stepshot.dev/v1alpha1",
+                                                     "kind": "SupernetTraining", **doc}))
+    work = tmp_path / "work"
+    ck = checkpoint.save(work / "oneshot/checkpoints", 1, {"model": SuperNet(SPACE).state_dict()},
+                         {"groups": None})
+    checkpoint.write_json(work / "oneshot/selected.json", {"epoch": 1, "file": ck.name, "kendall_tau": None})
+    args = [str(tmp_path / "t.yaml"), "--workdir", str(work)]
+    assert cli.main(["snapshot", *args, "--stage", "oneshot"]) == 2      # not DONE yet
+    (work / "oneshot/DONE").write_text("")
+    assert cli.main(["snapshot", *args, "--stage", "oneshot"]) == 0
+    monkeypatch.setenv("STEPSHOT_TERMINATION_LOG", str(tmp_path / "term"))
+    assert cli.main(["evaluate", *args]) == 0
+    preds = json.loads((work / "eval/predictions.json").read_text())
+    assert set(preds) == set(truth)
+    report = json.loads((work / "eval/report.json").read_text())
+    assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
+    term = (tmp_path / "term").read_text()
+    assert len(term) < 4096 and json.loads(term) == report["final"]
