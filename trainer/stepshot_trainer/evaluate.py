@@ -89,9 +89,8 @@ class Router:
     def __init__(self, models: Mapping[str, DynamicResNet], partitions: Mapping[str, Partition] | None = None):
         self.models = dict(models)
         self.partitions = {name: partitions[name] for name in self.models} if partitions else {}
-        by_id = {p.id: name for name, p in self.partitions.items()}
-        self._stage_of = by_id
-        if len(self.models) > 1 and len(by_id) != len(self.models):
+        self._stage_of = {p.id: name for name, p in self.partitions.items()}
+        if len(self.models) > 1 and len(self._stage_of) != len(self.models):
             raise ValueError(f"stages {sorted(self.models)} are not distinct partitions; cannot route")
 
     def stage_for(self, arch: Arch) -> str:

@@ -1,6 +1,7 @@
 """A plain ResNet for one architecture: what `extract` returns and what ground truth trains."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -8,10 +9,26 @@ from stepshot.space import Arch, SearchSpace, get_space
 
 
 def resize(x: Tensor, resolution: int) -> Tensor:
-    """The model-side resolution change of the spec (§3.1): bicubic, align_corners=True."""
+    """The model-side resolution change of the spec (§3.1): bicubic, align_corners=True.
+
+    Every model input passes here, so it also forces standard strides: a 1-channel batch can
+    carry channels-last strides while `is_contiguous()` is True, and that sends oneDNN (torch
+    2.13 CPU) down a path that corrupts the heap in the conv backward.
+    """
+    x = x.contiguous(memory_format=torch.contiguous_format)
+    if x.stride() != _standard_strides(x.shape):
+        x = x.clone(memory_format=torch.contiguous_format)
     if x.shape[-2:] == (resolution, resolution):
         return x
     return F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=True)
+
+
+def _standard_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 class Stem(nn.Module):

@@ -1,0 +1,199 @@
+"""Ranking benchmark: one-shot vs one-shot -> grouped few-shot vs one-shot -> partitioned few-shot.
+
+    python benchmarks/ranking.py --preset quick          # < 60 min on 2 CPU cores
+    python benchmarks/ranking.py --preset full --seeds 0 1 2
+
+Every method sees the same data and the same epoch budget along any chain of stages:
+  oneshot      one one-shot stage of E1 + S*E2 epochs
+  grouped      one-shot E1 epochs, then S grouped steps (G = 2, 3, ...) of E2 epochs each
+  partitioned  one-shot E1 epochs, then S partition steps of E2 epochs per partition Job
+The grouped and partitioned runs of a seed share the one-shot stage (it is trained once and
+copied), so their difference is the few-shot schedule alone. After every step the ground-truth
+architectures are evaluated with inherited weights (BN recalibrated) and correlated with the
+committed stand-alone ground truth. Each run is a plain `stepshot run` work directory, so an
+interrupted benchmark resumes where it stopped.
+
+Outputs: <out>.json (`runs`: one row per method/seed/stage, `ceiling_kendall_tau`, wall times),
+<out>.md (stage x method x seed table with means) and <out>.png (tau per stage; predicted vs
+true accuracy at the final stage).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stepshot import local  # noqa: E402
+from stepshot.correlate import load_accuracies  # noqa: E402
+
+GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
+
+PRESETS = {
+    # E1 one-shot epochs, E2 epochs per few-shot step, S steps, on a slice of the training set.
+    "quick": dict(train_limit=12000, e1=4, e2=1, groups=[2, 3], partition_steps=[
+        {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2}],
+        eval_images=2000, calibration_batches=8),
+    "full": dict(train_limit=0, e1=12, e2=3, groups=[2, 3, 4], partition_steps=[
+        {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2},
+        {"dimension": "width", "stage": 3, "parts": 2}],
+        eval_images=10000, calibration_batches=16),
+}
+METHODS = ("oneshot", "grouped", "partitioned")
+
+
+def make_spec(preset: dict, method: str, seed: int) -> dict:
+    steps = len(preset["groups"])
+    assert steps == len(preset["partition_steps"]), "grouped and partitioned need the same number of steps"
+    one_shot_epochs = preset["e1"] + (steps * preset["e2"] if method == "oneshot" else 0)
+    few = {"mode": "none"}
+    if method == "grouped":
+        few = {"mode": "grouped", "groups": preset["groups"], "epochs": preset["e2"], "lr": 0.01, "lrByGroups": {}}
+    elif method == "partitioned":
+        few = {"mode": "partitioned", "steps": preset["partition_steps"], "epochs": preset["e2"], "lr": 0.01}
+    return {
+        "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
+        "metadata": {"name": f"bench-{method}-s{seed}"},
+        "spec": {
+            "space": "resnet48-fmnist",
+            "dataset": {"kind": "fashion-mnist", "trainLimit": preset["train_limit"]},
+            "training": {"batchSize": 128, "seed": seed},
+            "oneShot": {"epochs": one_shot_epochs, "lr": 0.1, "warmupEpochs": 1},
+            "fewShot": few,
+            "evaluation": {"groundTruth": str(GROUND_TRUTH), "evalImages": preset["eval_images"],
+                           "calibrationBatches": preset["calibration_batches"], "calibrationBatchSize": 256,
+                           "everyStage": True},
+            "metricsPort": 0,
+        },
+    }
+
+
+def _share_oneshot(src: Path, dst: Path) -> None:
+    """Give a run the one-shot stage another run of the same seed already trained."""
+    for rel in ("oneshot", "snapshots/oneshot"):
+        if (src / rel).exists() and not (dst / rel).exists():
+            shutil.copytree(src / rel, dst / rel)
+
+
+def step_label(method: str, results: list[local.StageResult], step: int) -> str:
+    names = [r.stage for r in results if r.step == step]
+    if method == "partitioned" and step > 0:
+        return f"step{step}({len(names)} parts)"
+    return names[0]
+
+
+def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[dict], float, str | None]:
+    workdir = root / f"{method}-s{seed}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_file = workdir / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(make_spec(preset, method, seed), sort_keys=False))
+    if method == "partitioned":
+        _share_oneshot(root / f"grouped-s{seed}", workdir)
+    start = time.monotonic()
+    results = local.run(spec_file, workdir)
+    seconds = time.monotonic() - start
+    rows, final_pred, seen = [], None, set()
+    for r in results:
+        if r.metrics.get("kendall_tau") is None or r.step in seen:
+            continue
+        seen.add(r.step)
+        rows.append({"method": method, "seed": seed, "stage": step_label(method, results, r.step), "step": r.step,
+                     **{k: r.metrics[k] for k in ("kendall_tau", "spearman", "pearson", "n")}})
+        final_pred = r.metrics["predictions"]
+    return rows, seconds, final_pred
+
+
+def markdown(rows: list[dict], ceiling: float | None) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["| method | stage | " + " | ".join(f"tau s{s}" for s in seeds) + " | mean tau | mean spearman | mean pearson |",
+             "|---|---|" + "---|" * (len(seeds) + 3)]
+    keys = []
+    for r in rows:
+        if (r["method"], r["step"]) not in keys:
+            keys.append((r["method"], r["step"]))
+    for method, step in keys:
+        group = [r for r in rows if r["method"] == method and r["step"] == step]
+        by_seed = {r["seed"]: r for r in group}
+        cells = [f"{by_seed[s]['kendall_tau']:.3f}" if s in by_seed else "-" for s in seeds]
+        mean = lambda k: statistics.fmean(r[k] for r in group)  # noqa: E731
+        lines.append(f"| {method} | {group[0]['stage']} | " + " | ".join(cells)
+                     + f" | {mean('kendall_tau'):.3f} | {mean('spearman'):.3f} | {mean('pearson'):.3f} |")
+    if ceiling is not None:
+        lines.append(f"\nGround-truth seed-to-seed Kendall tau (noise ceiling): {ceiling:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], finals: dict[str, str], out: Path, ceiling: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(finals), figsize=(5 * (1 + len(finals)), 4.2))
+    ax = axes[0]
+    for method in METHODS:
+        pts = sorted({(r["step"], r["seed"], r["kendall_tau"]) for r in rows if r["method"] == method})
+        if not pts:
+            continue
+        steps = sorted({p[0] for p in pts})
+        means = [statistics.fmean(p[2] for p in pts if p[0] == s) for s in steps]
+        line, = ax.plot(steps, means, marker="o", label=method)
+        ax.scatter([p[0] for p in pts], [p[2] for p in pts], color=line.get_color(), alpha=0.35, s=12)
+    if ceiling is not None:
+        ax.axhline(ceiling, color="gray", ls="--", label="GT seed-to-seed")
+    ax.set(xlabel="step (0 = one-shot)", ylabel="Kendall tau", title="ranking correlation per stage")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    truth = load_accuracies(GROUND_TRUTH)
+    for ax, (method, pred_file) in zip(axes[1:], finals.items()):
+        pred = load_accuracies(pred_file)
+        common = sorted(set(pred) & set(truth))
+        ax.scatter([truth[c] for c in common], [pred[c] for c in common], s=12)
+        ax.set(xlabel="stand-alone accuracy (%)", ylabel="inherited accuracy (%)", title=f"{method}, final stage")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/ranking-<preset>)")
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    out = args.out or ROOT / "benchmarks" / "results" / f"ranking-{args.preset}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
+    ceiling = json.loads(summary_file.read_text()).get("seed_kendall_tau") if summary_file.exists() else None
+    rows, walls, finals = [], {}, {}
+    for seed in args.seeds:
+        for method in ("grouped", "partitioned", "oneshot"):  # grouped first: it trains the shared one-shot
+            print(f"== {method}, seed {seed}", flush=True)
+            method_rows, seconds, final_pred = run_one(preset, method, seed, args.workdir / args.preset)
+            rows += method_rows
+            walls[f"{method}-s{seed}"] = round(seconds, 1)
+            if seed == args.seeds[0] and final_pred:
+                finals[method] = final_pred
+    result = {"preset": args.preset, "config": preset, "seeds": args.seeds, "ceiling_kendall_tau": ceiling,
+              "wall_seconds": walls, "runs": rows}
+    Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(f"{out}.md").write_text(markdown(rows, ceiling))
+    plot(rows, finals, Path(f"{out}.png"), ceiling)
+    print(markdown(rows, ceiling))
+    print(f"wrote {out}.json, {out}.md, {out}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
