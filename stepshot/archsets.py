@@ -58,16 +58,16 @@ def challenge_format(archs: Sequence[Arch]) -> dict[str, dict]:
 
 
 def load_codes(path: str | Path) -> dict[str, str]:
-    """{key: 52-char code} from a challenge-format file or a JSON list of codes (keys archN)."""
-    from stepshot.correlate import FormatError, normalize_code
+    """{name: 52-char code} from the challenge format `{"archN": {"arch": CODE, ...}}`,
+    a plain `{CODE: ACC}` map, or a JSON list of codes (named arch1, arch2, ...)."""
+    from stepshot.correlate import FormatError, normalize_code, read_json
 
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"{path}: cannot read JSON: {exc}") from exc
-    if isinstance(obj, list) and all(isinstance(c, str) for c in obj):
-        return {f"arch{i + 1}": normalize_code(c) for i, c in enumerate(obj)}
+    obj = read_json(path)
+    if isinstance(obj, list) and all(isinstance(c, (str, dict)) for c in obj):
+        return {f"arch{i + 1}": normalize_code(c if isinstance(c, str) else c.get("arch", ""))
+                for i, c in enumerate(obj)}
     if isinstance(obj, dict) and all(isinstance(v, dict) and isinstance(v.get("arch"), str) for v in obj.values()):
-        return {k: normalize_code(v["arch"]) for k, v in obj.items()}
-    raise FormatError(f'{path}: expected {{"archN": {{"arch": CODE, ...}}}} or a JSON list of codes')
+        return {name: normalize_code(v["arch"]) for name, v in obj.items()}
+    if isinstance(obj, dict) and not any(isinstance(v, dict) for v in obj.values()):
+        return {f"arch{i + 1}": normalize_code(code) for i, code in enumerate(obj)}
+    raise FormatError(f'{path}: expected {{"archN": {{"arch": CODE, ...}}}}, {{CODE: ACC}} or a JSON list of codes')

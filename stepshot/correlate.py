@@ -48,13 +48,16 @@ def accuracies(obj: Any, source: str = "<input>") -> dict[str, float]:
     return out
 
 
-def load_accuracies(path: str | Path) -> dict[str, float]:
+def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: cannot read JSON: {exc}") from exc
-    return accuracies(obj, str(path))
+
+
+def load_accuracies(path: str | Path) -> dict[str, float]:
+    return accuracies(read_json(path), str(path))
 
 
 def _finite(x: float) -> float | None:

@@ -8,8 +8,9 @@ import yaml
 from stepshot import cli
 from stepshot.partition import build_tree
 from stepshot.space import get_space, sample_arch
+from stepshot.archsets import load_codes
 from stepshot_trainer import checkpoint
-from stepshot_trainer.evaluate import Router, load_archs, predict, recalibrate_bn
+from stepshot_trainer.evaluate import Router, predict, recalibrate_bn
 from stepshot_trainer.supernet import SuperNet
 from trainer_helpers import TINY, needs_fmnist
 
@@ -61,8 +62,8 @@ def test_load_archs_formats(tmp_path):
     codes = [a.encode() for a in _archs(2)]
     (tmp_path / "list.json").write_text(json.dumps(codes))
     (tmp_path / "ch.json").write_text(json.dumps({"archA": {"arch": codes[0]}, "archB": {"arch": codes[1]}}))
-    assert load_archs(tmp_path / "list.json") == {"arch1": codes[0], "arch2": codes[1]}
-    assert load_archs(tmp_path / "ch.json") == {"archA": codes[0], "archB": codes[1]}
+    assert load_codes(tmp_path / "list.json") == {"arch1": codes[0], "arch2": codes[1]}
+    assert load_codes(tmp_path / "ch.json") == {"archA": codes[0], "archB": codes[1]}
 
 
 @needs_fmnist

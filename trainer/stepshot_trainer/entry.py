@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from stepshot import correlate as corr
-from stepshot.archsets import challenge_format, stratified_archs
+from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.plan import Plan, build_plan
 from stepshot.spec import Spec, SpecError, load_file
 from stepshot_trainer import checkpoint, data
-from stepshot_trainer.evaluate import Router, load_archs, load_stage_model, predict
+from stepshot_trainer.evaluate import Router, load_stage_model, predict
 
 TERMINATION_LOG = Path("/dev/termination-log")
 
@@ -100,7 +100,7 @@ def _archs(spec: Spec, path: Path | None) -> dict[str, str]:
     ev = spec.evaluation
     source = path or spec.resolve(ev.get("archs")) or spec.resolve(ev.get("ground_truth"))
     if source is not None:
-        return load_archs(source)
+        return load_codes(source)
     sample = challenge_format(stratified_archs(spec.space, ev.sample, seed=spec.training.seed))
     return {name: entry["arch"] for name, entry in sample.items()}
 
@@ -115,7 +115,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     calibration = [x.to(device) for x in data.calibration_batches(
         data.open_source(spec, "train"), ev.calibration_batches, ev.calibration_batch_size, seed=spec.training.seed)]
     evalset = [(x.to(device), y.to(device)) for x, y in data.eval_subset(
-        data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=spec.training.seed)]
+        data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=0)]  # the ground truth's subset
     preds, timing = predict(Router(models, plan.partitions), _archs(spec, args.archs), spec.space,
                             calibration, evalset, log=True)
     out = args.out or args.workdir / "eval" / "predictions.json"

@@ -9,7 +9,6 @@ so the ranking sees no data noise and the work per subnet is forward passes only
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from stepshot.correlate import normalize_code
 from stepshot.partition import Partition, route
 from stepshot.space import Arch, SearchSpace, get_space, parse_arch
 from stepshot_trainer import checkpoint
@@ -26,18 +24,6 @@ from stepshot_trainer.split import build_model
 from stepshot_trainer.supernet import DynamicResNet
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def load_archs(path: str | Path) -> dict[str, str]:
-    """{name: code} from challenge format `{"archN": {"arch": CODE, ...}}`, `{CODE: ACC}` or a list of codes."""
-    obj = json.loads(Path(path).read_text())
-    if isinstance(obj, list):
-        return {f"arch{i + 1}": normalize_code(c if isinstance(c, str) else c["arch"]) for i, c in enumerate(obj)}
-    if isinstance(obj, dict):
-        if all(isinstance(v, dict) for v in obj.values()):
-            return {name: normalize_code(v["arch"]) for name, v in obj.items()}
-        return {f"arch{i + 1}": normalize_code(code) for i, code in enumerate(obj)}
-    raise ValueError(f"{path}: expected a JSON object or list of architectures")
 
 
 def snapshot_dir(workdir: Path, stage: str) -> Path:

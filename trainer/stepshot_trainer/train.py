@@ -33,8 +33,9 @@ from tqdm import tqdm
 from stepshot.correlate import correlate, load_accuracies
 from stepshot.partition import Partition
 from stepshot.space import parse_arch
+from stepshot.archsets import load_codes
 from stepshot_trainer import checkpoint, data
-from stepshot_trainer.evaluate import arch_accuracy, load_archs, load_stage_model
+from stepshot_trainer.evaluate import arch_accuracy, load_stage_model
 from stepshot_trainer.metrics import TrainerMetrics
 from stepshot_trainer.sampler import SandwichSampler
 from stepshot_trainer.split import GroupedSuperNet
@@ -139,7 +140,7 @@ class Selection:
     def __init__(self, spec, device: torch.device):
         sel = spec.selection
         self.truth = load_accuracies(spec.resolve(sel.ground_truth))
-        codes = load_archs(spec.resolve(sel.archs)).values()
+        codes = load_codes(spec.resolve(sel.archs)).values()
         self.archs = [parse_arch(code, spec.space) for code in codes]
         bs = spec.training.batch_size
         calib = data.calibration_batches(data.open_source(spec, "train"), sel.calibration_batches, bs, seed=0)

@@ -1,0 +1,39 @@
+"""Architecture sets: stratified coverage of the space and the accepted file formats."""
+import collections
+import json
+
+import pytest
+
+from stepshot.archsets import challenge_format, load_codes, stratified_archs
+from stepshot.correlate import FormatError
+from stepshot.space import get_space
+
+
+def test_stratified_sample_balances_depths_and_widths():
+    sp = get_space("resnet48-fmnist")
+    archs = stratified_archs(sp, 70, seed=3)
+    assert len({a.encode() for a in archs}) == 70
+    for s in range(4):
+        depths = collections.Counter(a.depths[s] for a in archs)
+        widths = collections.Counter(a.stage_out(s) for a in archs)
+        assert set(depths) == set(sp.depth_choices[s])
+        assert set(widths) == set(sp.stage_widths(s))
+        assert max(depths.values()) - min(depths.values()) <= 1
+        assert max(widths.values()) - min(widths.values()) <= 1
+    assert [a.encode() for a in archs] == [a.encode() for a in stratified_archs(sp, 70, seed=3)]
+
+
+def test_load_codes_formats(tmp_path):
+    codes = [a.encode() for a in stratified_archs("resnet48-fmnist", 3)]
+    files = {
+        "challenge": challenge_format(stratified_archs("resnet48-fmnist", 3)),
+        "list": codes,
+        "list51": [c[1:] for c in codes],
+        "accs": {c: 90.0 for c in codes},
+    }
+    for name, obj in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(obj))
+        assert list(load_codes(tmp_path / f"{name}.json").values()) == codes, name
+    (tmp_path / "bad.json").write_text('{"a": {"acc": 3}}')
+    with pytest.raises(FormatError, match="bad.json"):
+        load_codes(tmp_path / "bad.json")
