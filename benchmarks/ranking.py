@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -33,15 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stepshot import local  # noqa: E402
-from stepshot.correlate import load_accuracies  # noqa: E402
+from stepshot.correlate import correlate, load_accuracies  # noqa: E402
 
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
+ARCHS = ROOT / "benchmarks" / "archs" / "resnet48-fmnist-64.json"  # the ground truth's architectures
 
 PRESETS = {
     # E1 one-shot epochs, E2 epochs per few-shot step, S steps, on a slice of the training set.
-    "quick": dict(train_limit=12000, e1=4, e2=1, groups=[2, 3], partition_steps=[
+    "quick": dict(train_limit=8000, e1=3, e2=1, groups=[2, 3], partition_steps=[
         {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2}],
-        eval_images=2000, calibration_batches=8),
+        eval_images=2000, calibration_batches=4),
     "full": dict(train_limit=0, e1=12, e2=3, groups=[2, 3, 4], partition_steps=[
         {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2},
         {"dimension": "width", "stage": 3, "parts": 2}],
@@ -68,7 +70,7 @@ def make_spec(preset: dict, method: str, seed: int) -> dict:
             "training": {"batchSize": 128, "seed": seed},
             "oneShot": {"epochs": one_shot_epochs, "lr": 0.1, "warmupEpochs": 1},
             "fewShot": few,
-            "evaluation": {"groundTruth": str(GROUND_TRUTH), "evalImages": preset["eval_images"],
+            "evaluation": {"archs": str(ARCHS), "groundTruth": str(GROUND_TRUTH), "evalImages": preset["eval_images"],
                            "calibrationBatches": preset["calibration_batches"], "calibrationBatchSize": 256,
                            "everyStage": True},
             "metricsPort": 0,
@@ -85,12 +87,15 @@ def _share_oneshot(src: Path, dst: Path) -> None:
 
 def step_label(method: str, results: list[local.StageResult], step: int) -> str:
     names = [r.stage for r in results if r.step == step]
+    if method == "oneshot":
+        return "oneshot (whole budget)"
     if method == "partitioned" and step > 0:
         return f"step{step}({len(names)} parts)"
     return names[0]
 
 
-def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[dict], float, str | None]:
+def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float]:
+    """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step."""
     workdir = root / f"{method}-s{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "spec.yaml"
@@ -100,15 +105,31 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[dict
     start = time.monotonic()
     results = local.run(spec_file, workdir)
     seconds = time.monotonic() - start
-    rows, final_pred, seen = [], None, set()
+    points: dict[int, tuple[int, str, str]] = {}
     for r in results:
-        if r.metrics.get("kendall_tau") is None or r.step in seen:
-            continue
-        seen.add(r.step)
-        rows.append({"method": method, "seed": seed, "stage": step_label(method, results, r.step), "step": r.step,
-                     **{k: r.metrics[k] for k in ("kendall_tau", "spearman", "pearson", "n")}})
-        final_pred = r.metrics["predictions"]
-    return rows, seconds, final_pred
+        if r.metrics.get("predictions"):
+            points.setdefault(r.step, (r.step, step_label(method, results, r.step), r.metrics["predictions"]))
+    return list(points.values()), seconds
+
+
+def correlate_points(method: str, seed: int, points: list[tuple[int, str, str]]) -> list[dict]:
+    truth = load_accuracies(GROUND_TRUTH)
+    rows = []
+    for step, label, pred in points:
+        m = correlate(load_accuracies(pred), truth)
+        rows.append({"method": method, "seed": seed, "stage": label, "step": step,
+                     **{k: m[k] for k in ("kendall_tau", "spearman", "pearson", "n")}})
+    return rows
+
+
+def wait_for(path: Path, timeout: float) -> None:
+    """Training needs no ground truth, only the correlation does (it may still be running)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} not found: run `stepshot groundtruth` first (see README)")
+        print(f"waiting for {path} ...", flush=True)
+        time.sleep(30)
 
 
 def markdown(rows: list[dict], ceiling: float | None) -> str:
@@ -169,23 +190,25 @@ def main() -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--wait-for-truth", type=float, default=0, metavar="SECONDS",
+                        help="wait this long for the ground truth after training (it may still be running)")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/ranking-<preset>)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     out = args.out or ROOT / "benchmarks" / "results" / f"ranking-{args.preset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
-    ceiling = json.loads(summary_file.read_text()).get("seed_kendall_tau") if summary_file.exists() else None
-    rows, walls, finals = [], {}, {}
+    points, walls = {}, {}
     for seed in args.seeds:
         for method in ("grouped", "partitioned", "oneshot"):  # grouped first: it trains the shared one-shot
             print(f"== {method}, seed {seed}", flush=True)
-            method_rows, seconds, final_pred = run_one(preset, method, seed, args.workdir / args.preset)
-            rows += method_rows
+            points[(method, seed)], seconds = run_one(preset, method, seed, args.workdir / args.preset)
             walls[f"{method}-s{seed}"] = round(seconds, 1)
-            if seed == args.seeds[0] and final_pred:
-                finals[method] = final_pred
-    result = {"preset": args.preset, "config": preset, "seeds": args.seeds, "ceiling_kendall_tau": ceiling,
+    wait_for(GROUND_TRUTH, args.wait_for_truth)
+    ceiling = json.loads(summary_file.read_text()).get("seed_kendall_tau") if summary_file.exists() else None
+    rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
+    finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
+    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds, "ceiling_kendall_tau": ceiling,
               "wall_seconds": walls, "runs": rows}
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(f"{out}.md").write_text(markdown(rows, ceiling))

@@ -10,7 +10,6 @@ how it was drawn, so the sample is recorded next to the ground truth.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Sequence

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepshot import correlate as corr
-from stepshot.plan import EVAL, Plan, Stage, build_plan
+from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import Spec, SpecError, load_file
 
 
@@ -82,7 +82,9 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
         if rc != 0:
             raise RuntimeError(f"evaluation of {tag} failed (exit {rc})")
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
-    if truth is None:
+    if truth is None or not truth.exists():
+        if truth is not None:
+            print(f"warning: ground truth {truth} not found: predictions only", file=sys.stderr)
         return {"predictions": str(out)}
     metrics = corr.correlate(corr.load_accuracies(out), corr.load_accuracies(truth))
     return {"predictions": str(out), **{k: metrics[k] for k in ("n", "kendall_tau", "spearman", "pearson")}}
@@ -153,7 +155,7 @@ def write_report(spec: Spec, results: list[StageResult], workdir: Path) -> dict:
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2))
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
-    if truth is not None and final.get("predictions"):
+    if truth is not None and truth.exists() and final.get("predictions"):
         from stepshot.plot import ranking_plot  # matplotlib only when there is something to draw
 
         ranking_plot(results, Path(final["predictions"]), truth, workdir / "ranking.png")

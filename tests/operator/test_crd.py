@@ -16,3 +16,11 @@ def test_generated_crds_match_the_schema():
     for path in paths:
         assert path.exists(), f"{path} missing: run scripts/gen-crds.py"
         assert yaml.safe_load(path.read_text()) == crd(), f"{path} is stale: run scripts/gen-crds.py"
+
+
+def test_field_reference_is_generated_from_the_schema():
+    from stepshot.spec import reference_markdown
+
+    doc = ROOT / "docs" / "crd-reference.md"
+    assert doc.read_text() == reference_markdown(), "docs/crd-reference.md is stale: run scripts/gen-crds.py"
+    assert "`spec.fewShot.steps[].dimension`" in doc.read_text()
