@@ -129,7 +129,10 @@ def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict)
     """Update <out dir>/report.json (one entry per predictions file) and the termination log."""
     truth_path = spec.resolve(spec.evaluation.get("ground_truth"))
     metrics = {"n": len(preds)}
-    if truth_path is not None:
+    if truth_path is not None and not truth_path.exists():
+        # Predictions stand on their own; a ground truth still being trained can come later.
+        print(f"warning: ground truth {truth_path} not found: no correlation", file=sys.stderr)
+    elif truth_path is not None:
         full = corr.correlate(corr.accuracies(preds), corr.load_accuracies(truth_path))
         metrics = {k: v for k, v in full.items() if k not in ("only_in_pred", "only_in_truth")}
         metrics["missing"] = {"only_in_pred": len(full["only_in_pred"]), "only_in_truth": len(full["only_in_truth"])}

@@ -1,0 +1,41 @@
+"""Every shipped example is a valid SupernetTraining and renders to Kubernetes objects."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stepshot.cli import main
+from stepshot.plan import build_plan
+from stepshot.spec import load_file
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_and_renders(path, capsys):
+    spec = load_file(path)
+    plan = build_plan(spec)
+    assert plan.stages[0].name == "oneshot" and plan.stages[-1].name == "eval"
+    for name in ("archs", "ground_truth"):
+        ref = spec.resolve(spec.evaluation.get(name))
+        if ref is not None and not str(ref).startswith("/data") and "datasets" not in str(ref):
+            assert ref.exists() or ref.name == "resnet48-fmnist.json", ref
+    assert main(["render", str(path)]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    jobs = {d["metadata"]["name"] for d in docs if d["kind"] == "Job"}
+    for stage in plan.stages:
+        assert any(name.startswith(f"{spec.name}-{stage.name}") for name in jobs), stage.name
+
+
+def test_quick_example_is_the_benchmarks_grouped_run():
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES[0].parents[1] / "benchmarks"))
+    import ranking
+
+    quick = load_file(EXAMPLES[0].parent / "fmnist-quick.yaml")
+    bench = ranking.make_spec(ranking.PRESETS["quick"], "grouped", 0)["spec"]
+    assert quick.dataset.train_limit == bench["dataset"]["trainLimit"]
+    assert quick.one_shot.epochs == bench["oneShot"]["epochs"]
+    assert list(quick.few_shot.groups) == bench["fewShot"]["groups"]
+    assert quick.evaluation.calibration_batches == bench["evaluation"]["calibrationBatches"]
