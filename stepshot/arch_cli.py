@@ -2,6 +2,8 @@
 
     stepshot arch describe CODE --space S   -> one JSON object (exit 2 on a bad code)
     stepshot arch sample --space S -n N --seed K -> JSON list of N distinct codes
+    stepshot arch sample ... --stratified --challenge -> balanced over depths and widths,
+                                                        in the challenge format
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import random
 import sys
 
+from stepshot.archsets import challenge_format, stratified_archs
 from stepshot.space import SPACES, ArchError, complexity, get_space, parse_arch, sample_arch
 
 MAX_TRIES_PER_CODE = 100  # guards `sample` against asking for more codes than can be drawn
@@ -36,6 +39,17 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.stratified:
+        codes = [a.encode() for a in stratified_archs(args.space, args.n, args.seed)]
+    else:
+        codes = _random_codes(args)
+        if codes is None:
+            return 2
+    print(json.dumps(challenge_format([parse_arch(c, args.space) for c in codes]) if args.challenge else codes))
+    return 0
+
+
+def _random_codes(args: argparse.Namespace) -> list[str] | None:
     rng = random.Random(args.seed)
     codes: dict[str, None] = {}  # insertion-ordered set
     for _ in range(MAX_TRIES_PER_CODE * max(args.n, 1)):
@@ -44,9 +58,8 @@ def _sample(args: argparse.Namespace) -> int:
         codes[sample_arch(args.space, rng).encode()] = None
     if len(codes) < args.n:
         print(f"stepshot arch sample: drew only {len(codes)} distinct codes", file=sys.stderr)
-        return 2
-    print(json.dumps(list(codes)))
-    return 0
+        return None
+    return list(codes)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -59,4 +72,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--space", choices=sorted(SPACES), default="resnet48")
     sample.add_argument("-n", type=int, default=10, help="how many codes")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--stratified", action="store_true",
+                        help="balance every stage's depths and widths (covers the space; see archsets.py)")
+    sample.add_argument("--challenge", action="store_true",
+                        help='print {"archN": {"arch": CODE}} instead of a list')
     sample.set_defaults(func=_sample)

@@ -37,3 +37,14 @@ def test_load_codes_formats(tmp_path):
     (tmp_path / "bad.json").write_text('{"a": {"acc": 3}}')
     with pytest.raises(FormatError, match="bad.json"):
         load_codes(tmp_path / "bad.json")
+
+
+def test_committed_benchmark_set_is_reproducible_from_the_cli(capsys):
+    from pathlib import Path
+
+    from stepshot.cli import main
+
+    assert main(["arch", "sample", "--space", "resnet48-fmnist", "-n", "64", "--seed", "2026",
+                 "--stratified", "--challenge"]) == 0
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "archs" / "resnet48-fmnist-64.json"
+    assert json.loads(capsys.readouterr().out) == json.loads(committed.read_text())
