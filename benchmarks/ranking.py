@@ -83,6 +83,10 @@ def _share_oneshot(src: Path, dst: Path) -> None:
     for rel in ("oneshot", "snapshots/oneshot"):
         if (src / rel).exists() and not (dst / rel).exists():
             shutil.copytree(src / rel, dst / rel)
+    step0 = Path("eval") / "step0-predictions.json"  # its evaluation too: same weights, same result
+    if (src / step0).exists() and not (dst / step0).exists():
+        (dst / step0).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / step0, dst / step0)
 
 
 def step_label(method: str, results: list[local.StageResult], step: int) -> str:
