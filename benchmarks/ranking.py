@@ -208,7 +208,7 @@ def main() -> int:
             print(f"== {method}, seed {seed}", flush=True)
             points[(method, seed)], seconds = run_one(preset, method, seed, args.workdir / args.preset)
             walls[f"{method}-s{seed}"] = round(seconds, 1)
-    wait_for(GROUND_TRUTH, args.wait_for_truth)
+    wait_for(summary_file, args.wait_for_truth)  # written after the ground truth itself
     ceiling = json.loads(summary_file.read_text()).get("seed_kendall_tau") if summary_file.exists() else None
     rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
     finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}

@@ -19,7 +19,7 @@ def test_example_validates_and_renders(path, capsys):
     for name in ("archs", "ground_truth"):
         ref = spec.resolve(spec.evaluation.get(name))
         if ref is not None and not str(ref).startswith("/data") and "datasets" not in str(ref):
-            assert ref.exists() or ref.name == "resnet48-fmnist.json", ref
+            assert ref.exists(), ref
     assert main(["render", str(path)]) == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     jobs = {d["metadata"]["name"] for d in docs if d["kind"] == "Job"}
