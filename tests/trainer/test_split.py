@@ -3,26 +3,15 @@ import random
 
 import pytest
 import torch
-from torch import nn
 
 from stepshot.space import get_space, parse_arch, sample_arch
 from stepshot_trainer.split import GroupedSuperNet, build_model, group_caps, lr_factors, route
 from stepshot_trainer.supernet import SuperNet
+from trainer_helpers import randomize_bn
 
 torch.set_num_threads(1)
 R48 = get_space("resnet48")
 FM = get_space("resnet48-fmnist")
-
-
-def randomize(net: nn.Module) -> None:
-    """Non-trivial BN affine and running stats (and non-zero bn2 gamma)."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
 
 
 def test_group_caps_follow_the_spec_table():
@@ -64,7 +53,7 @@ def chain():
     """resnet48-fmnist one-shot net and its split chain G = 2..7 (float64, eval mode)."""
     torch.manual_seed(0)
     net = SuperNet(FM, zero_init_last_bn=False).double()
-    randomize(net)
+    randomize_bn(net)
     nets = [net.eval()]
     nets.append(GroupedSuperNet.from_supernet(nets[-1], 2))
     for g in range(3, 8):
@@ -115,7 +104,7 @@ def test_grouped_extract_equals_forward(chain):
 def test_resnet48_split_is_function_preserving():
     torch.manual_seed(0)
     net = SuperNet(R48, zero_init_last_bn=False)
-    randomize(net)
+    randomize_bn(net)
     net.eval()
     grouped = GroupedSuperNet.from_supernet(net, 2).eval()
     x = torch.randn(2, 3, 64, 64)

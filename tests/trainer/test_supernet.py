@@ -3,28 +3,17 @@ import random
 
 import pytest
 import torch
-from torch import nn
 
 from stepshot.partition import cut, Partition
 from stepshot.space import complexity, get_space, parse_arch, sample_arch
 from stepshot_trainer.sampler import SandwichSampler
 from stepshot_trainer.static import build_static
 from stepshot_trainer.supernet import SuperNet
+from trainer_helpers import randomize_bn
 
 torch.set_num_threads(1)
 # resnet48 runs at 64 px (its 224 math is the same code path) to keep the test cheap
 CASES = [("resnet48-fmnist", 28, (16, 20, 24, 28)), ("resnet48", 64, (40, 48, 64))]
-
-
-def randomize_bn(net: nn.Module) -> None:
-    """Non-trivial BN affine and running stats, so equivalence checks see them."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])

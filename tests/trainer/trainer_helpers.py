@@ -35,3 +35,14 @@ def tiny_spec(**overrides):
         else:
             doc["spec"][section] = values
     return specmod.load(doc)
+
+
+def randomize_bn(net) -> None:
+    """Non-trivial BN affine and running stats, so equivalence checks see them."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
