@@ -30,57 +30,30 @@ API_VERSION = f"{GROUP}/{VERSION}"
 SPACE_NAMES = ["resnet48", "resnet48-fmnist"]
 
 
+def _field(kind: str, default: Any, description: str, **constraints: Any) -> dict:
+    """One schema node; a constraint given as None (or an empty description) is left out."""
+    schema = {"type": kind, "default": default, **constraints, "description": description}
+    return {k: v for k, v in schema.items() if v is not None and v != ""}
+
+
 def _int(default: int | None = None, minimum: int | None = None, maximum: int | None = None,
          description: str = "") -> dict:
-    schema: dict[str, Any] = {"type": "integer"}
-    if default is not None:
-        schema["default"] = default
-    if minimum is not None:
-        schema["minimum"] = minimum
-    if maximum is not None:
-        schema["maximum"] = maximum
-    if description:
-        schema["description"] = description
-    return schema
+    return _field("integer", default, description, minimum=minimum, maximum=maximum)
 
 
 def _num(default: float | None = None, minimum: float | None = None, maximum: float | None = None,
          description: str = "", exclusive_minimum: bool = False) -> dict:
-    schema: dict[str, Any] = {"type": "number"}
-    if default is not None:
-        schema["default"] = default
-    if minimum is not None:
-        schema["minimum"] = minimum
-        if exclusive_minimum:
-            schema["exclusiveMinimum"] = True
-    if maximum is not None:
-        schema["maximum"] = maximum
-    if description:
-        schema["description"] = description
-    return schema
+    return _field("number", default, description, minimum=minimum,
+                  exclusiveMinimum=True if exclusive_minimum and minimum is not None else None, maximum=maximum)
 
 
 def _str(default: str | None = None, description: str = "", enum: list[str] | None = None,
          pattern: str | None = None, min_length: int | None = None) -> dict:
-    schema: dict[str, Any] = {"type": "string"}
-    if default is not None:
-        schema["default"] = default
-    if enum:
-        schema["enum"] = enum
-    if pattern:
-        schema["pattern"] = pattern
-    if min_length is not None:
-        schema["minLength"] = min_length
-    if description:
-        schema["description"] = description
-    return schema
+    return _field("string", default, description, enum=enum or None, pattern=pattern or None, minLength=min_length)
 
 
 def _bool(default: bool, description: str = "") -> dict:
-    schema: dict[str, Any] = {"type": "boolean", "default": default}
-    if description:
-        schema["description"] = description
-    return schema
+    return _field("boolean", default, description)
 
 
 def _obj(properties: dict, description: str = "", required: list[str] | None = None,
