@@ -136,7 +136,11 @@ def wait_for(path: Path, timeout: float) -> None:
         time.sleep(30)
 
 
-def markdown(rows: list[dict], ceiling: float | None) -> str:
+CEILINGS = {"seed_kendall_tau": "ground-truth seed-to-seed Kendall tau",
+            "predictor_ceiling_kendall_tau": "estimated tau of a noise-free predictor against the ground-truth mean"}
+
+
+def markdown(rows: list[dict], ceilings: dict[str, float]) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["| method | stage | " + " | ".join(f"tau s{s}" for s in seeds) + " | mean tau | mean spearman | mean pearson |",
              "|---|---|" + "---|" * (len(seeds) + 3)]
@@ -151,12 +155,12 @@ def markdown(rows: list[dict], ceiling: float | None) -> str:
         mean = lambda k: statistics.fmean(r[k] for r in group)  # noqa: E731
         lines.append(f"| {method} | {group[0]['stage']} | " + " | ".join(cells)
                      + f" | {mean('kendall_tau'):.3f} | {mean('spearman'):.3f} | {mean('pearson'):.3f} |")
-    if ceiling is not None:
-        lines.append(f"\nGround-truth seed-to-seed Kendall tau (noise ceiling): {ceiling:.3f}")
+    lines.append("")
+    lines += [f"{CEILINGS[k].capitalize()}: {v:.3f}  " for k, v in ceilings.items()]
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], finals: dict[str, str], out: Path, ceiling: float | None) -> None:
+def plot(rows: list[dict], finals: dict[str, str], out: Path, ceilings: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,18 +168,22 @@ def plot(rows: list[dict], finals: dict[str, str], out: Path, ceiling: float | N
 
     fig, axes = plt.subplots(1, 1 + len(finals), figsize=(5 * (1 + len(finals)), 4.2))
     ax = axes[0]
+    last = max(r["step"] for r in rows)
     for method in METHODS:
-        pts = sorted({(r["step"], r["seed"], r["kendall_tau"]) for r in rows if r["method"] == method})
+        # The one-shot-only run spends the whole budget, so it sits at the last step.
+        pts = sorted({(last if method == "oneshot" else r["step"], r["seed"], r["kendall_tau"])
+                      for r in rows if r["method"] == method})
         if not pts:
             continue
         steps = sorted({p[0] for p in pts})
         means = [statistics.fmean(p[2] for p in pts if p[0] == s) for s in steps]
-        line, = ax.plot(steps, means, marker="o", label=method)
+        line, = ax.plot(steps, means, marker="D" if method == "oneshot" else "o",
+                        label="oneshot (whole budget)" if method == "oneshot" else method)
         ax.scatter([p[0] for p in pts], [p[2] for p in pts], color=line.get_color(), alpha=0.35, s=12)
-    if ceiling is not None:
-        ax.axhline(ceiling, color="gray", ls="--", label="GT seed-to-seed")
+    for (key, value), style in zip(ceilings.items(), ("--", ":")):
+        ax.axhline(value, color="gray", ls=style, label=CEILINGS[key].replace("estimated tau of a ", ""))
     ax.set(xlabel="step (0 = one-shot)", ylabel="Kendall tau", title="ranking correlation per stage")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     truth = load_accuracies(GROUND_TRUTH)
     for ax, (method, pred_file) in zip(axes[1:], finals.items()):
@@ -209,15 +217,18 @@ def main() -> int:
             points[(method, seed)], seconds = run_one(preset, method, seed, args.workdir / args.preset)
             walls[f"{method}-s{seed}"] = round(seconds, 1)
     wait_for(summary_file, args.wait_for_truth)  # written after the ground truth itself
-    ceiling = json.loads(summary_file.read_text()).get("seed_kendall_tau") if summary_file.exists() else None
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    ceilings = {k: summary[k] for k in CEILINGS if summary.get(k) is not None}
     rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
     finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
-    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds, "ceiling_kendall_tau": ceiling,
+    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds,
+              "ceiling_kendall_tau": ceilings.get("seed_kendall_tau"),
+              "predictor_ceiling_kendall_tau": ceilings.get("predictor_ceiling_kendall_tau"),
               "wall_seconds": walls, "runs": rows}
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{out}.md").write_text(markdown(rows, ceiling))
-    plot(rows, finals, Path(f"{out}.png"), ceiling)
-    print(markdown(rows, ceiling))
+    Path(f"{out}.md").write_text(markdown(rows, ceilings))
+    plot(rows, finals, Path(f"{out}.png"), ceilings)
+    print(markdown(rows, ceilings))
     print(f"wrote {out}.json, {out}.md, {out}.png")
     return 0
 

@@ -23,11 +23,18 @@ from stepshot.space import Arch, get_space
 from stepshot_trainer.supernet import SuperNet
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)  # time the kernels, not their launch
+
+
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    _sync(x)
     start = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     opt.step()
+    _sync(x)
     return time.perf_counter() - start
 
 
@@ -53,6 +60,7 @@ def main() -> None:
     parser.add_argument("--space", default="resnet48-fmnist")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,10 +68,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = get_space(args.space)
-    net = SuperNet(space)
-    x = torch.randn(args.batch, space.in_channels, space.resolution, space.resolution)
-    y = torch.randint(0, space.num_classes, (args.batch,))
-    result = {"space": space.name, "batch": args.batch, "threads": args.threads, "steps": args.steps}
+    device = torch.device(args.device)
+    net = SuperNet(space).to(device)
+    x = torch.randn(args.batch, space.in_channels, space.resolution, space.resolution, device=device)
+    y = torch.randint(0, space.num_classes, (args.batch,), device=device)
+    result = {"space": space.name, "batch": args.batch, "threads": args.threads, "steps": args.steps,
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     for member, arch, resolution in (("max", space.max_arch, space.resolution),
                                      ("min", space.min_arch, space.min_resolution)):
         result[member] = compare(net, arch, resolution, x, y, args.steps, args.warmup)

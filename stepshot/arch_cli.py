@@ -4,6 +4,7 @@
     stepshot arch sample --space S -n N --seed K -> JSON list of N distinct codes
     stepshot arch sample ... --stratified --challenge -> balanced over depths and widths,
                                                         in the challenge format
+    stepshot arch sample ... --stratified joint       -> from near the min net to near the max net
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import random
 import sys
 
-from stepshot.archsets import challenge_format, stratified_archs
+from stepshot.archsets import MODES, challenge_format, stratified_archs
 from stepshot.space import SPACES, ArchError, complexity, get_space, parse_arch, sample_arch
 
 MAX_TRIES_PER_CODE = 100  # guards `sample` against asking for more codes than can be drawn
@@ -40,7 +41,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     if args.stratified:
-        codes = [a.encode() for a in stratified_archs(args.space, args.n, args.seed)]
+        codes = [a.encode() for a in stratified_archs(args.space, args.n, args.seed, mode=args.stratified)]
     else:
         codes = _random_codes(args)
         if codes is None:
@@ -72,8 +73,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--space", choices=sorted(SPACES), default="resnet48")
     sample.add_argument("-n", type=int, default=10, help="how many codes")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--stratified", action="store_true",
-                        help="balance every stage's depths and widths (covers the space; see archsets.py)")
+    sample.add_argument("--stratified", nargs="?", const="marginal", choices=MODES, default=None,
+                        help="cover the space (see archsets.py): 'marginal' (the default) balances every "
+                             "stage's depths and widths; 'joint' spreads whole nets from small to large")
     sample.add_argument("--challenge", action="store_true",
                         help='print {"archN": {"arch": CODE}} instead of a list')
     sample.set_defaults(func=_sample)

@@ -7,6 +7,13 @@ distinct width appears about equally often, assigned by independent shuffles
 (a Latin-hypercube design over the 8 stage-level dimensions). Mid widths stay
 uniformly random. The result is written in the challenge format together with
 how it was drawn, so the sample is recorded next to the ground truth.
+
+Balancing each dimension on its own still leaves the *whole* net mid-sized on
+average (deep stages pair with shallow ones), so the sample spans a narrow band
+of capacity. `mode="joint"` instead gives each architecture one depth level and
+one width level from a 2-D Latin hypercube and derives every stage's depth and
+every block's widths from those levels (with a little per-stage jitter): the
+sample runs from near the min net to near the max net, evenly in both levels.
 """
 from __future__ import annotations
 
@@ -24,11 +31,36 @@ def _balanced(values: Sequence[int], n: int, rng: random.Random) -> list[int]:
     return out
 
 
+MODES = ("marginal", "joint")
+JITTER = 0.1  # per-stage spread around an architecture's level, as a fraction of the range
+
+
 def stratified_archs(space: SearchSpace | str, n: int, seed: int = 0,
-                     ratio_codes: Sequence[int] = CODES) -> list[Arch]:
+                     ratio_codes: Sequence[int] = CODES, mode: str = "marginal") -> list[Arch]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     sp = get_space(space)
     rng = random.Random(seed)
     codes = sorted(set(ratio_codes))
+    draw = _marginal if mode == "marginal" else _joint
+    return _distinct(n, draw(sp, n, rng, codes), rng)
+
+
+def _distinct(n: int, draw, rng: random.Random) -> list[Arch]:
+    """n distinct archs; `draw(i)` makes the i-th (redrawn on a duplicate: mids are random)."""
+    archs: list[Arch] = []
+    seen: set[str] = set()
+    for i in range(n):
+        for _ in range(100):
+            arch = draw(i)
+            if arch.encode() not in seen:
+                break
+        seen.add(arch.encode())
+        archs.append(arch)
+    return archs
+
+
+def _marginal(sp: SearchSpace, n: int, rng: random.Random, codes: list[int]):
     depth_cols = [_balanced(sp.depth_choices[s], n, rng) for s in range(4)]
     width_cols = []
     for s in range(4):
@@ -37,19 +69,33 @@ def stratified_archs(space: SearchSpace | str, n: int, seed: int = 0,
         for c in codes:
             by_width.setdefault(sp.out_width(s, c), c)
         width_cols.append(_balanced([by_width[w] for w in sorted(by_width)], n, rng))
-    archs: list[Arch] = []
-    seen: set[str] = set()
-    for i in range(n):
-        for _ in range(100):  # redraw mids on a duplicate
-            blocks = tuple(
-                tuple((rng.choice(codes), width_cols[s][i]) for _ in range(depth_cols[s][i]))
-                for s in range(4))
-            arch = Arch(sp.name, tuple(col[i] for col in depth_cols), width_cols[0][i], blocks)
-            if arch.encode() not in seen:
-                break
-        seen.add(arch.encode())
-        archs.append(arch)
-    return archs
+
+    def draw(i: int) -> Arch:
+        blocks = tuple(tuple((rng.choice(codes), width_cols[s][i]) for _ in range(depth_cols[s][i]))
+                       for s in range(4))
+        return Arch(sp.name, tuple(col[i] for col in depth_cols), width_cols[0][i], blocks)
+    return draw
+
+
+def _joint(sp: SearchSpace, n: int, rng: random.Random, codes: list[int]):
+    """One (depth level, width level) per arch from a 2-D Latin hypercube on [0, 1)^2."""
+    levels = [list(range(n)) for _ in range(2)]
+    for perm in levels:
+        rng.shuffle(perm)
+    by_ratio = sorted(codes, key=lambda c: -c)  # narrowest first: code 7 is ratio 0.7
+
+    def pick(options: Sequence[int], level: float) -> int:
+        x = min(max(level + rng.uniform(-JITTER, JITTER), 0.0), 1.0 - 1e-9)
+        return options[int(x * len(options))]
+
+    def draw(i: int) -> Arch:
+        depth_level = (levels[0][i] + rng.random()) / n
+        width_level = (levels[1][i] + rng.random()) / n
+        depths = tuple(pick(sp.depth_choices[s], depth_level) for s in range(4))
+        outs = [pick(by_ratio, width_level) for _ in range(4)]  # one out width per stage
+        blocks = tuple(tuple((pick(by_ratio, width_level), outs[s]) for _ in range(depths[s])) for s in range(4))
+        return Arch(sp.name, depths, outs[0], blocks)  # the stem feeds S1's identity shortcut
+    return draw
 
 
 def challenge_format(archs: Sequence[Arch]) -> dict[str, dict]:

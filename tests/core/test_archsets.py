@@ -6,7 +6,7 @@ import pytest
 
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.correlate import FormatError
-from stepshot.space import get_space
+from stepshot.space import complexity, get_space
 
 
 def test_stratified_sample_balances_depths_and_widths():
@@ -21,6 +21,25 @@ def test_stratified_sample_balances_depths_and_widths():
         assert max(depths.values()) - min(depths.values()) <= 1
         assert max(widths.values()) - min(widths.values()) <= 1
     assert [a.encode() for a in archs] == [a.encode() for a in stratified_archs(sp, 70, seed=3)]
+
+
+def test_joint_sample_spans_min_to_max_net_evenly():
+    sp = get_space("resnet48-fmnist")
+    lo, hi = complexity(sp.min_arch)[0], complexity(sp.max_arch)[0]
+    params = {mode: sorted(complexity(a)[0] for a in stratified_archs(sp, 64, seed=7, mode=mode))
+              for mode in ("marginal", "joint")}
+    joint = params["joint"]
+    assert len(set(joint)) == 64
+    # Whole nets from near the min net to near the max net, wider than balancing stages alone.
+    assert joint[0] < lo + 0.15 * (hi - lo) and joint[-1] > lo + 0.75 * (hi - lo)
+    assert joint[-1] - joint[0] > 1.3 * (params["marginal"][-1] - params["marginal"][0])
+    # Evenly: every quarter of the total-depth range holds some architectures.
+    total = [sum(a.depths) for a in stratified_archs(sp, 64, seed=7, mode="joint")]
+    d_lo, d_hi = sum(sp.min_arch.depths), sum(sp.max_arch.depths)
+    quarters = collections.Counter(min(3, int(4 * (t - d_lo) / (d_hi - d_lo + 1e-9))) for t in total)
+    assert set(quarters) == {0, 1, 2, 3} and min(quarters.values()) >= 8
+    with pytest.raises(ValueError, match="mode"):
+        stratified_archs(sp, 4, mode="random")
 
 
 def test_load_codes_formats(tmp_path):
@@ -45,6 +64,6 @@ def test_committed_benchmark_set_is_reproducible_from_the_cli(capsys):
     from stepshot.cli import main
 
     assert main(["arch", "sample", "--space", "resnet48-fmnist", "-n", "64", "--seed", "2026",
-                 "--stratified", "--challenge"]) == 0
+                 "--stratified", "joint", "--challenge"]) == 0
     committed = Path(__file__).resolve().parents[2] / "benchmarks" / "archs" / "resnet48-fmnist-64.json"
     assert json.loads(capsys.readouterr().out) == json.loads(committed.read_text())

@@ -16,6 +16,10 @@ def test_ground_truth_is_resumable_and_reports_the_seed_ceiling(tmp_path):
     out = tmp_path / "gt.json"
     recipe = groundtruth.Recipe(space="resnet48-fmnist", data=str(FMNIST), epochs=1, train_limit=128,
                                 eval_images=200, batch_size=64)
+    # Out of time before the first run: nothing trained, no ground truth written, the summary says so.
+    partial = groundtruth.run(recipe, archs, out, [0, 1], jobs=2, progress=False, time_limit=0)
+    assert (partial["complete"], partial["runs_done"], partial["runs_total"]) == (False, 0, 6)
+    assert not out.exists()
     summary = groundtruth.run(recipe, archs, out, [0, 1], jobs=2, progress=False)
     gt = json.loads(out.read_text())
     assert len(gt) == 3
@@ -35,4 +39,19 @@ def test_ground_truth_is_resumable_and_reports_the_seed_ceiling(tmp_path):
     groundtruth.run(recipe, archs, out, [0, 1], jobs=1, progress=False)
     assert runs[0].exists()
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
-    assert json.loads((tmp_path / "gt.summary.json").read_text())["n"] == 3
+    final = json.loads((tmp_path / "gt.summary.json").read_text())
+    assert (final["n"], final["complete"], final["devices"]) == (3, True, ["cpu"])
+
+
+def test_predictor_ceiling_matches_a_simulated_noise_free_predictor():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(88.0, 0.5, 4000)
+    accs = truth[:, None] + rng.normal(0.0, 0.4, (4000, 3))  # 3 seeds of independent noise
+    est = groundtruth.predictor_ceiling(accs)
+    simulated = stats.kendalltau(truth, accs.mean(1))[0]
+    assert est["predictor_ceiling_kendall_tau"] == pytest.approx(simulated, abs=0.02)
+    assert est["predictor_ceiling_kendall_tau"] > stats.kendalltau(accs[:, 0], accs[:, 1])[0]
+    same = groundtruth.predictor_ceiling(np.repeat(truth[:50, None], 2, axis=1))
+    assert same["predictor_ceiling_kendall_tau"] == pytest.approx(1.0)

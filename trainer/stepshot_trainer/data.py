@@ -50,8 +50,8 @@ class ImageSource(Protocol):
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     # Standard strides: C=1 batches made by permute/where can carry channels-last strides,
     # which send oneDNN down a channels-last conv path that corrupts the heap in backward
     # (torch 2.13 CPU, odd channel counts).
@@ -60,6 +60,11 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
+
+def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t[idx] for a CPU index into a tensor on any device (the index travels without a sync)."""
+    return t[idx.to(t.device, non_blocking=True)]
+
 
 def read_idx(path: Path, limit: int = 0) -> np.ndarray:
     """Decode a gzipped IDX file (ubyte data only); `limit` reads just the first N items."""
@@ -98,8 +103,14 @@ class FashionMNIST:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: str | torch.device) -> "FashionMNIST":
+        """Keep the split on `device` (all of it fits a GPU): batches are then cut and augmented
+        there, with the same random draws as on the CPU."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
     def load(self, idx: torch.Tensor, *, train: bool, gen: torch.Generator | None = None) -> torch.Tensor:
-        batch = self.images[idx]
+        batch = take(self.images, idx)
         return crop_flip(batch, padding=4, gen=gen) if train else batch
 
 
@@ -118,15 +129,19 @@ def _fmnist_stats(root: Path) -> tuple[tuple[float], tuple[float]]:
 
 
 def crop_flip(batch: torch.Tensor, *, padding: int, gen: torch.Generator | None) -> torch.Tensor:
-    """Random crop with zero padding + horizontal flip, batch-wise on a uint8 tensor."""
+    """Random crop with zero padding + horizontal flip, batch-wise on a uint8 tensor.
+
+    The draws come from the CPU generator whatever the batch's device, so a GPU run
+    augments exactly as a CPU run does."""
     n, _, h, w = batch.shape
+    dev = batch.device
     padded = F.pad(batch, (padding,) * 4)
-    oy = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]           # [n, h, 1]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]           # [n, 1, w]
-    out = padded.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(n, generator=gen) < 0.5
+    oy = torch.randint(0, 2 * padding + 1, (n,), generator=gen).to(dev, non_blocking=True)
+    ox = torch.randint(0, 2 * padding + 1, (n,), generator=gen).to(dev, non_blocking=True)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(dev, non_blocking=True)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]           # [n, h, 1]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]           # [n, 1, w]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(n, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2)
     return torch.where(flip[:, None, None, None], out.flip(-1), out).contiguous()
 
 
@@ -253,7 +268,7 @@ class TrainLoader:
             idx = local[step * self.batch_size:(step + 1) * self.batch_size]
             gen = generator("augment", self.seed, epoch, step, self.rank)
             images = self.source.load(idx, train=True, gen=gen)
-            yield normalize(images, self.source.mean, self.source.std), self.source.labels[idx]
+            yield normalize(images, self.source.mean, self.source.std), take(self.source.labels, idx)
 
 
 def _fixed_indices(source: ImageSource, count: int, seed: int, tag: str) -> torch.Tensor:
@@ -272,4 +287,4 @@ def eval_subset(source: ImageSource, images: int, batch_size: int, seed: int = 0
     """A fixed, normalised evaluation subset, split into batches."""
     idx = _fixed_indices(source, images, seed, "eval")
     x = normalize(source.load(idx, train=False), source.mean, source.std)
-    return list(zip(x.split(batch_size), source.labels[idx].split(batch_size)))
+    return list(zip(x.split(batch_size), take(source.labels, idx).split(batch_size)))

@@ -4,8 +4,11 @@ Each (architecture, seed) trains a fresh static subnet from scratch on the same
 data, augmentation and evaluation subset the super-net's evaluation uses. Every
 finished run is stored atomically as one small JSON under `<out>.runs/`, so a
 killed run picks up where it stopped and finished runs are never retrained.
-Runs go to a pool of worker processes (a couple of threads each), sized to the
-machine's cores. The output is the challenge format plus a summary beside it
+Runs go to a pool of worker processes (a thread or two each), sized to the
+machine's cores; with `--device cuda` the workers share the GPU (tiny nets are
+launch-bound, so several processes keep one GPU busy). `--time-limit` stops
+handing out runs after that many seconds (a session-sized slice of a long
+ground truth); the next invocation continues. The output is the challenge format plus a summary beside it
 (`<out stem>.summary.json`): the seed-to-seed Kendall tau is the noise ceiling
 of this ground truth, the best any super-net can be expected to reach.
 """
@@ -42,6 +45,7 @@ class Recipe:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     threads: int = 1
+    device: str = "cpu"
 
 
 def train_one(code: str, seed: int, recipe: Recipe) -> dict:
@@ -54,9 +58,11 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
 
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(seed)
+    device = torch.device(recipe.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     arch = parse_arch(code, recipe.space)
-    net = build_static(recipe.space, arch, zero_init_last_bn=True)
-    train = FashionMNIST(recipe.data, "train", recipe.train_limit)
+    net = build_static(recipe.space, arch, zero_init_last_bn=True).to(device)
+    train = FashionMNIST(recipe.data, "train", recipe.train_limit).to(device)
     loader = TrainLoader(train, recipe.batch_size, seed=seed)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
@@ -78,14 +84,15 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
             loss.backward()
             opt.step()
             step += 1
-    test = FashionMNIST(recipe.data, "test")
+    test = FashionMNIST(recipe.data, "test").to(device)
     correct = seen = 0
     net.eval()
     with torch.no_grad():
         for images, labels in eval_subset(test, recipe.eval_images, 1000):
             correct += int((net(images).argmax(1) == labels).sum())
             seen += len(labels)
-    return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start}
+    return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
 
 
 def _worker(task: tuple[str, int, Recipe, str]) -> dict:
@@ -98,9 +105,12 @@ def _worker(task: tuple[str, int, Recipe, str]) -> dict:
 
 
 def _train_all(todo: list[tuple[str, int]], recipe: Recipe, runs_dir: Path, runs: dict, jobs: int,
-               total: int, progress: bool, max_attempts: int = 3) -> None:
-    """Train the missing runs in a process pool. A worker that dies (a native crash) breaks
-    the pool: the pool is rebuilt and the unfinished runs retried, up to `max_attempts`."""
+               total: int, progress: bool, deadline: float = math.inf, max_attempts: int = 3) -> bool:
+    """Train the missing runs in a process pool; False if `deadline` (monotonic) stopped it.
+
+    A worker that dies (a native crash) breaks the pool: the pool is rebuilt and the
+    unfinished runs retried, up to `max_attempts`. At the deadline, runs not yet started
+    are cancelled and the ones in flight finish."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
@@ -109,24 +119,33 @@ def _train_all(todo: list[tuple[str, int]], recipe: Recipe, runs_dir: Path, runs
     bar = tqdm(total=total, initial=total - len(todo), desc="ground truth", unit="run", disable=not progress)
     for attempt in range(1, max_attempts + 1):
         todo = [t for t in todo if t not in runs]
-        if not todo:
+        if not todo or time.monotonic() > deadline:
             break
         try:
             with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
                 futures = [pool.submit(_worker, (c, s, recipe, str(runs_dir))) for c, s in todo]
                 for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
                     result = future.result()
                     runs[(result["arch"], result["seed"])] = result
                     bar.set_postfix(acc=f"{result['acc']:.2f}")
                     bar.update()
+                    if time.monotonic() > deadline:
+                        for f in futures:
+                            f.cancel()
+
         except BrokenProcessPool:
             runs.update(_load_runs(runs_dir))  # keep what finished before the crash
             print(f"ground truth: a worker died (attempt {attempt}/{max_attempts}); retrying the rest",
                   file=sys.stderr)
     bar.close()
     missing = [t for t in todo if t not in runs]
+    if missing and time.monotonic() > deadline:
+        return False
     if missing:
         raise RuntimeError(f"{len(missing)} runs failed {max_attempts} times, e.g. {missing[0]}; rerun to retry")
+    return True
 
 
 def _load_runs(runs_dir: Path) -> dict[tuple[str, int], dict]:
@@ -152,11 +171,33 @@ def summarize(codes: list[str], runs: dict[tuple[str, int], dict], seeds: list[i
         "n": len(codes), "seeds": seeds,
         "seed_kendall_tau": float(np.mean(list(pairs.values()))) if pairs else None,
         "seed_kendall_tau_pairs": pairs,
+        **predictor_ceiling(accs),
         "acc_min": float(means.min()), "acc_max": float(means.max()),
         "acc_mean": float(means.mean()), "acc_std": float(means.std()),
         "seed_std_mean": float(accs.std(1, ddof=1).mean()) if len(seeds) > 1 else None,
         "train_seconds_total": float(sum(r["train_seconds"] for r in runs.values())),
     }
+
+
+def predictor_ceiling(accs) -> dict:
+    """How well a *noise-free* predictor can rank against the mean over the seeds.
+
+    The seed-to-seed tau compares two noisy re-runs; a predictor is scored against the
+    k-seed mean, which is less noisy. Under a Gaussian model (true accuracy + independent
+    seed noise), the mean pairwise Pearson r between seeds gives the mean's reliability
+    r_k = k r / (1 + (k - 1) r) (Spearman-Brown); a predictor that knew the true accuracies
+    would correlate sqrt(r_k) with the mean, i.e. Kendall tau (2/pi) arcsin(sqrt(r_k)).
+    An estimate, not a bound: a predictor may land above it by chance."""
+    import numpy as np
+
+    k = accs.shape[1]
+    if k < 2 or len(accs) < 3:
+        return {}
+    corr = np.corrcoef(accs.T)
+    r = float(np.clip(corr[np.triu_indices(k, 1)].mean(), 0.0, 1.0))
+    r_k = k * r / (1 + (k - 1) * r) if r > 0 else 0.0
+    return {"seed_pearson": r, "mean_reliability": r_k,
+            "predictor_ceiling_kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(r_k)))}
 
 
 def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[int]) -> dict:
@@ -168,7 +209,11 @@ def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[in
     return out
 
 
-def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, progress: bool = True) -> dict:
+def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, progress: bool = True,
+        time_limit: float = math.inf) -> dict:
+    """Train what is missing; write `out` and its summary. Past `time_limit` seconds the
+    output is not written and the summary (over the architectures with every seed done)
+    says `"complete": false`."""
     entries = load_codes(archs)
     codes = list(entries.values())
     for code in codes:
@@ -176,17 +221,21 @@ def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, pro
     runs_dir = out.with_suffix(".runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs = _load_runs(runs_dir)
-    todo = [(c, s) for s in seeds for c in codes if (c, s) not in runs]
+    # Seeds of one architecture side by side, so a time-limited slice leaves whole architectures.
+    todo = [(c, s) for c in codes for s in seeds if (c, s) not in runs]
     started = time.monotonic()
-    if todo:
-        _train_all(todo, recipe, runs_dir, runs, jobs, total=len(codes) * len(seeds), progress=progress)
-    output = build_output(recipe.space, entries, runs, seeds)
+    complete = not todo or _train_all(todo, recipe, runs_dir, runs, jobs, total=len(codes) * len(seeds),
+                                      progress=progress, deadline=started + time_limit)
     from stepshot_trainer.checkpoint import write_json
 
-    write_json(out, output)
-    summary = summarize(codes, runs, seeds)
-    summary.update(recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=time.monotonic() - started,
-                   command=" ".join(["stepshot", *sys.argv[1:]]) if sys.argv[0].endswith("stepshot") else None,
+    if complete:
+        write_json(out, build_output(recipe.space, entries, runs, seeds))
+    done = [c for c in codes if all((c, s) in runs for s in seeds)]
+    summary = summarize(done, runs, seeds) if len(done) > 1 else {"n": len(done), "seeds": seeds}
+    summary.update(complete=complete, runs_done=sum((c, s) in runs for c in codes for s in seeds),
+                   runs_total=len(codes) * len(seeds), devices=sorted({r.get("device", "cpu") for r in runs.values()}),
+                   recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=time.monotonic() - started,
+                   command=" ".join(["stepshot", *sys.argv[1:]]) if sys.argv[1:2] == ["groundtruth"] else None,
                    versions=_versions())
     write_json(out.with_name(out.stem + ".summary.json"), summary)
     return summary
@@ -210,9 +259,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-images", type=int, default=Recipe.eval_images)
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     parser.add_argument("--lr", type=float, default=Recipe.lr, help="lr for batch 256 (scaled linearly)")
-    parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 1),
+    parser.add_argument("--warmup-epochs", type=float, default=Recipe.warmup_epochs)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (all workers share it)")
+    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 2),
                         help="worker processes (default: one per core)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--time-limit", type=float, default=math.inf, metavar="SECONDS",
+                        help="stop handing out runs after this long; rerun to continue")
     parser.set_defaults(func=_cmd)
 
 
@@ -223,12 +276,17 @@ def _cmd(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     recipe = Recipe(space=space, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
-                    eval_images=args.eval_images, batch_size=args.batch_size, lr=args.lr, threads=args.threads)
+                    eval_images=args.eval_images, batch_size=args.batch_size, lr=args.lr,
+                    warmup_epochs=args.warmup_epochs, threads=args.threads, device=args.device)
     try:
-        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs)
+        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs, time_limit=args.time_limit)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"stepshot groundtruth: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("n", "seeds", "seed_kendall_tau", "acc_min", "acc_max",
-                                              "seed_std_mean")}))
+    print(json.dumps({k: summary.get(k) for k in ("n", "seeds", "seed_kendall_tau", "acc_min", "acc_max",
+                                                  "seed_std_mean", "runs_done", "runs_total")}))
+    if not summary["complete"]:
+        print(f"stepshot groundtruth: time limit reached after {summary['runs_done']}/{summary['runs_total']} runs; "
+              f"rerun the same command to continue", file=sys.stderr)
+        return 3
     return 0

@@ -68,6 +68,9 @@ def init_distributed() -> Dist:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+    if rank == 0:
+        backend = dist.get_backend() if dist.is_initialized() else "none (one process)"
+        print(f"[stepshot] {world} process(es), rank 0 on {device}, backend {backend}", flush=True)
     return Dist(rank, world, local, device)
 
 
