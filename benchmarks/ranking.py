@@ -156,7 +156,7 @@ def markdown(rows: list[dict], ceilings: dict[str, float]) -> str:
         lines.append(f"| {method} | {group[0]['stage']} | " + " | ".join(cells)
                      + f" | {mean('kendall_tau'):.3f} | {mean('spearman'):.3f} | {mean('pearson'):.3f} |")
     lines.append("")
-    lines += [f"{CEILINGS[k].capitalize()}: {v:.3f}  " for k, v in ceilings.items()]
+    lines += [f"{CEILINGS[k][0].upper()}{CEILINGS[k][1:]}: {v:.3f}  " for k, v in ceilings.items()]
     return "\n".join(lines) + "\n"
 
 
