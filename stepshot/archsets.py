@@ -43,10 +43,10 @@ def stratified_archs(space: SearchSpace | str, n: int, seed: int = 0,
     rng = random.Random(seed)
     codes = sorted(set(ratio_codes))
     draw = _marginal if mode == "marginal" else _joint
-    return _distinct(n, draw(sp, n, rng, codes), rng)
+    return _distinct(n, draw(sp, n, rng, codes))
 
 
-def _distinct(n: int, draw, rng: random.Random) -> list[Arch]:
+def _distinct(n: int, draw) -> list[Arch]:
     """n distinct archs; `draw(i)` makes the i-th (redrawn on a duplicate: mids are random)."""
     archs: list[Arch] = []
     seen: set[str] = set()

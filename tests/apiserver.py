@@ -27,7 +27,7 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-kube-apiserver.sh"
 DEFAULT_USERS = {"alice": ["stepshot:users"], "bob": []}  # extra token users for RBAC tests
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -53,7 +53,7 @@ class ApiServer:
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.dir = Path(tempfile.mkdtemp(prefix="stepshot-apiserver-"))
         self.tokens = {"admin": secrets.token_hex(16), **{u: secrets.token_hex(16) for u in self.users}}
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self.kubeconfig = self.kubeconfig_for("admin")
@@ -78,7 +78,7 @@ class ApiServer:
         subprocess.run(["openssl", "genrsa", "-out", str(d / "sa.key"), "2048"], check=True, capture_output=True)
         subprocess.run(["openssl", "rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub")],
                        check=True, capture_output=True)
-        client, peer = _free_port(), _free_port()
+        client, peer = free_port(), free_port()
         self._spawn("etcd", [etcd, "--data-dir", str(d / "etcd"), "--listen-client-urls", f"http://127.0.0.1:{client}",
                              "--advertise-client-urls", f"http://127.0.0.1:{client}",
                              "--listen-peer-urls", f"http://127.0.0.1:{peer}"])

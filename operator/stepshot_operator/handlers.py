@@ -47,6 +47,13 @@ class State:
     task: asyncio.Task | None = None
 
 
+def _forget(state: State, namespace: str, name: str) -> None:
+    """Drop what the operator keeps about a resource that is gone (or going)."""
+    state.entries.pop((namespace, name), None)
+    state.config_maps.discard((namespace, name))
+    metrics.forget_resource(namespace, name)
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     # All bookkeeping kopf might write goes to annotations; status belongs to reconcile.
@@ -90,9 +97,7 @@ async def training_event(type: str | None, name: str, namespace: str, memo: kopf
                          logger: logging.Logger, **_: Any) -> None:
     state: State = memo["state"]
     if type == "DELETED":
-        state.entries.pop((namespace, name), None)
-        state.config_maps.discard((namespace, name))
-        metrics.forget_resource(namespace, name)
+        _forget(state, namespace, name)
         return
     await reconcile_training(state, namespace, name, logger)
 
@@ -138,9 +143,7 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     body, jobs = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
                                       asyncio.to_thread(kube.list_jobs, namespace, sel))
     if body is None or body["metadata"].get("deletionTimestamp"):
-        state.entries.pop((namespace, name), None)
-        state.config_maps.discard((namespace, name))
-        metrics.forget_resource(namespace, name)
+        _forget(state, namespace, name)
         return
     terminations = {}
     if reconcile.terminations_needed(body, jobs):

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from apiserver import free_port  # tests/ is on sys.path (conftest)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stepshot"
@@ -334,12 +334,6 @@ def test_install_cluster_mode(cluster, cluster_release):
 
 # ---------------------------------------------------------------------------------------
 # RBAC sufficiency: the operator with the chart's ServiceAccount identity
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sa_kubeconfig(cluster, namespace: str, sa: str) -> Path:
     """A kubeconfig with a bound token of the chart's ServiceAccount (TokenRequest API)."""
     cluster["core"].read_namespaced_service_account(sa, namespace)  # made by the chart, not here
@@ -441,7 +435,7 @@ def test_operator_completes_a_pipeline_with_the_chart_rbac(mode, cluster, reques
 
     # the Deployment's own arguments, with free local ports and a fast resync
     dep = cluster["apps"].read_namespaced_deployment(deployment, release_ns)
-    metrics_port, health_port = _free_port(), _free_port()
+    metrics_port, health_port = free_port(), free_port()
     args = []
     for arg in _operator_args(dep):
         if arg.startswith("--metrics-port="):

@@ -59,12 +59,12 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (x.div_(255) - m) / s
 
 
-# --------------------------------------------------------------------------- Fashion-MNIST
-
 def take(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t[idx] for a CPU index into a tensor on any device (the index travels without a sync)."""
     return t[idx.to(t.device, non_blocking=True)]
 
+
+# --------------------------------------------------------------------------- Fashion-MNIST
 
 def read_idx(path: Path, limit: int = 0) -> np.ndarray:
     """Decode a gzipped IDX file (ubyte data only); `limit` reads just the first N items."""

@@ -8,8 +8,8 @@ Runs go to a pool of worker processes (a thread or two each), sized to the
 machine's cores; with `--device cuda` the workers share the GPU (tiny nets are
 launch-bound, so several processes keep one GPU busy). `--time-limit` stops
 handing out runs after that many seconds (a session-sized slice of a long
-ground truth); the next invocation continues. The output is the challenge format plus a summary beside it
-(`<out stem>.summary.json`): the seed-to-seed Kendall tau is the noise ceiling
+ground truth); the next invocation continues. The output is the challenge
+format plus a summary beside it (`<out stem>.summary.json`): the seed-to-seed Kendall tau is the noise ceiling
 of this ground truth, the best any super-net can be expected to reach.
 """
 from __future__ import annotations
@@ -134,7 +134,6 @@ def _train_all(todo: list[tuple[str, int]], recipe: Recipe, runs_dir: Path, runs
                     if time.monotonic() > deadline:
                         for f in futures:
                             f.cancel()
-
         except BrokenProcessPool:
             runs.update(_load_runs(runs_dir))  # keep what finished before the crash
             print(f"ground truth: a worker died (attempt {attempt}/{max_attempts}); retrying the rest",
