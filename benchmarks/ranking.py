@@ -13,9 +13,15 @@ architectures are evaluated with inherited weights (BN recalibrated) and correla
 committed stand-alone ground truth. Each run is a plain `stepshot run` work directory, so an
 interrupted benchmark resumes where it stopped.
 
-Outputs: <out>.json (`runs`: one row per method/seed/stage, `ceiling_kendall_tau`, wall times),
-<out>.md (stage x method x seed table with means) and <out>.png (tau per stage; predicted vs
-true accuracy at the final stage).
+Outputs: <out>.json (`runs`: one row per method/seed/stage, `ceiling_kendall_tau`, wall times,
+`bootstrap`: 95% intervals for the final taus and the differences between methods),
+<out>.md (stage x method x seed table with means, then the intervals) and <out>.png (tau per
+stage; predicted vs true accuracy at the final stage).
+
+The intervals resample the ground truth's architectures and, per architecture, its seeds
+(stepshot.uncertainty), the same resample for every method, so a difference whose interval
+excludes 0 is one this ground truth can resolve. Super-net training noise is not in them:
+compare the seed columns for that.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stepshot import local  # noqa: E402
-from stepshot.correlate import correlate, load_accuracies  # noqa: E402
+from stepshot.correlate import correlate, load_accuracies, load_seed_accuracies  # noqa: E402
+from stepshot.uncertainty import bootstrap_taus, interval  # noqa: E402
 
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
 ARCHS = ROOT / "benchmarks" / "archs" / "resnet48-fmnist-64.json"  # the ground truth's architectures
@@ -98,8 +105,9 @@ def step_label(method: str, results: list[local.StageResult], step: int) -> str:
     return names[0]
 
 
-def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float]:
-    """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step."""
+def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float, bool]:
+    """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step,
+    the wall time, and whether any stage was trained now (not only resumed)."""
     workdir = root / f"{method}-s{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "spec.yaml"
@@ -113,7 +121,7 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tupl
     for r in results:
         if r.metrics.get("predictions"):
             points.setdefault(r.step, (r.step, step_label(method, results, r.step), r.metrics["predictions"]))
-    return list(points.values()), seconds
+    return list(points.values()), seconds, any(r.status == "done" for r in results)
 
 
 def correlate_points(method: str, seed: int, points: list[tuple[int, str, str]]) -> list[dict]:
@@ -124,6 +132,53 @@ def correlate_points(method: str, seed: int, points: list[tuple[int, str, str]])
         rows.append({"method": method, "seed": seed, "stage": label, "step": step,
                      **{k: m[k] for k in ("kendall_tau", "spearman", "pearson", "n")}})
     return rows
+
+
+def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], replicates: int = 2000) -> dict:
+    """Bootstrap 95% intervals for each method's final tau (mean over seeds) and for the
+    differences the issue asks about: few-shot vs one-shot, and few-shot vs its own start."""
+    preds, final, start = {}, {}, {}
+    for (method, seed), pts in points.items():
+        for step, _, pred in pts:
+            preds[(method, seed, step)] = load_accuracies(pred)
+        final.setdefault(method, {})[seed] = (method, seed, max(p[0] for p in pts))
+        if method == "grouped":  # step 0 of grouped and partitioned: the same shared one-shot stage
+            start[seed] = (method, seed, 0)
+    truth = load_seed_accuracies(GROUND_TRUTH)
+    # One tau: architectures resampled. Differences: the ground truth's seeds redrawn too, which
+    # lowers both sides alike, so their intervals err towards 0 (see stepshot.uncertainty).
+    point, boots_archs = bootstrap_taus(preds, truth, replicates, resample_seeds=False)
+    _, boots = bootstrap_taus(preds, truth, replicates)
+    arms = {f"{m} final" if m != "oneshot" else "oneshot (whole budget)": v for m, v in final.items()}
+    if start:
+        arms["one-shot start"] = start
+
+    def mean_over_seeds(arm: dict, seeds: list[int], reps: dict = boots) -> tuple[float, object]:
+        return (statistics.fmean(point[arm[s]] for s in seeds), sum(reps[arm[s]] for s in seeds) / len(seeds))
+
+    def summary(values, est: float) -> dict:
+        lo, hi = interval(values)
+        return {"kendall_tau": round(est, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+    out = {"replicates": replicates, "resampled": {"final": "architectures",
+                                                   "differences": "architectures and each one's ground-truth seeds"},
+           "not_included": "super-net training noise (the spread between benchmark seeds)",
+           "final": {}, "differences": []}
+    for name, arm in arms.items():
+        est, vals = mean_over_seeds(arm, sorted(arm), boots_archs)
+        out["final"][name] = summary(vals, est)
+    pairs = [(f"{m} final", "oneshot (whole budget)") for m in ("grouped", "partitioned")]
+    pairs += [(f"{m} final", "one-shot start") for m in ("grouped", "partitioned")]
+    pairs += [("grouped final", "partitioned final")]
+    for a, b in pairs:
+        if a not in arms or b not in arms:
+            continue
+        seeds = sorted(arms[a].keys() & arms[b].keys())
+        (ea, va), (eb, vb) = mean_over_seeds(arms[a], seeds), mean_over_seeds(arms[b], seeds)
+        diff = summary(va - vb, ea - eb)
+        out["differences"].append({"a": a, "b": b, "seeds": seeds, "difference": diff["kendall_tau"],
+                                   "ci95": diff["ci95"], "share_at_or_below_zero": round(float((va - vb <= 0).mean()), 4)})
+    return out
 
 
 def wait_for(path: Path, timeout: float) -> None:
@@ -144,7 +199,21 @@ CEILINGS = {
 }
 
 
-def markdown(rows: list[dict], ceilings: dict[str, float]) -> str:
+def markdown_significance(sig: dict) -> list[str]:
+    lines = ["", f"Bootstrap 95% intervals ({sig['replicates']} replicates, paired across methods; "
+             f"not included: {sig['not_included']}).", "",
+             f"| final tau (mean over seeds) | tau | 95% interval ({sig['resampled']['final']} resampled) |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {v['kendall_tau']:.3f} | [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] |"
+              for name, v in sig["final"].items()]
+    lines += ["", f"| difference | delta tau | 95% interval ({sig['resampled']['differences']} resampled) "
+              "| replicates <= 0 |", "|---|---|---|---|"]
+    lines += [f"| {d['a']} - {d['b']} | {d['difference']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
+              f"| {d['share_at_or_below_zero']:.1%} |" for d in sig["differences"]]
+    return lines
+
+
+def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = None) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["| method | stage | " + " | ".join(f"tau s{s}" for s in seeds) + " | mean tau | mean spearman | mean pearson |",
              "|---|---|" + "---|" * (len(seeds) + 3)]
@@ -161,6 +230,8 @@ def markdown(rows: list[dict], ceilings: dict[str, float]) -> str:
                      + f" | {mean('kendall_tau'):.3f} | {mean('spearman'):.3f} | {mean('pearson'):.3f} |")
     lines.append("")
     lines += [f"{CEILINGS[k][0]}: {v:.3f}  " for k, v in ceilings.items()]
+    if sig:
+        lines += markdown_significance(sig)
     return "\n".join(lines) + "\n"
 
 
@@ -214,25 +285,34 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"ranking-{args.preset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
+    previous = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else {}
     points, walls = {}, {}
     for seed in args.seeds:
         for method in ("grouped", "partitioned", "oneshot"):  # grouped first: it trains the shared one-shot
             print(f"== {method}, seed {seed}", flush=True)
-            points[(method, seed)], seconds = run_one(preset, method, seed, args.workdir / args.preset)
-            walls[f"{method}-s{seed}"] = round(seconds, 1)
+            key = f"{method}-s{seed}"
+            points[(method, seed)], seconds, trained = run_one(preset, method, seed, args.workdir / args.preset)
+            # A run that was only resumed keeps the wall time of the invocation that trained it.
+            walls[key] = round(seconds, 1) if trained else previous.get("wall_seconds", {}).get(key, round(seconds, 1))
     wait_for(summary_file, args.wait_for_truth)  # written after the ground truth itself
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     ceilings = {k: summary[k] for k in CEILINGS if summary.get(k) is not None}
     rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
     finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
+    sig = significance(points)
     result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds,
               "ceiling_kendall_tau": ceilings.get("seed_kendall_tau"),
               "predictor_ceiling_kendall_tau": ceilings.get("predictor_ceiling_kendall_tau"),
-              "wall_seconds": walls, "runs": rows}
+              "ground_truth_seeds_needed": summary.get("seeds_needed"),
+              "wall_seconds": walls, "runs": rows, "bootstrap": sig,
+              "ground_truth_wall_seconds": summary.get("wall_seconds_total"),
+              "ground_truth_devices": summary.get("devices")}
+    # Notes a person added about how earlier invocations ran (e.g. a re-evaluation) stay.
+    result.update({k: v for k, v in previous.items() if k.startswith("wall_seconds_") and k not in result})
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{out}.md").write_text(markdown(rows, ceilings))
+    Path(f"{out}.md").write_text(markdown(rows, ceilings, sig))
     plot(rows, finals, Path(f"{out}.png"), ceilings)
-    print(markdown(rows, ceilings))
+    print(markdown(rows, ceilings, sig))
     print(f"wrote {out}.json, {out}.md, {out}.png")
     return 0
 

@@ -48,6 +48,28 @@ def accuracies(obj: Any, source: str = "<input>") -> dict[str, float]:
     return out
 
 
+def seed_accuracies(obj: Any, source: str = "<input>") -> dict[str, list[float]]:
+    """{code: per-seed accuracies} from a challenge-format ground truth; entries without
+    `accs` count as one seed (their `acc`)."""
+    if not isinstance(obj, dict):
+        raise FormatError(f"{source}: expected a challenge-format JSON object")
+    means = accuracies(obj, source)
+    out: dict[str, list[float]] = {}
+    for entry in obj.values():
+        code = normalize_code(entry["arch"]) if isinstance(entry, dict) else None
+        accs = entry.get("accs") if isinstance(entry, dict) else None
+        if code is None or accs is None:
+            continue
+        if not accs or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in accs):
+            raise FormatError(f"{source}: 'accs' of {code} must be a non-empty list of numbers")
+        out[code] = [float(a) for a in accs]
+    return {code: out.get(code, [acc]) for code, acc in means.items()}
+
+
+def load_seed_accuracies(path: str | Path) -> dict[str, list[float]]:
+    return seed_accuracies(read_json(path), str(path))
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

@@ -196,7 +196,33 @@ def predictor_ceiling(accs) -> dict:
     r = float(np.clip(corr[np.triu_indices(k, 1)].mean(), 0.0, 1.0))
     r_k = k * r / (1 + (k - 1) * r) if r > 0 else 0.0
     return {"seed_pearson": r, "mean_reliability": r_k,
-            "predictor_ceiling_kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(r_k)))}
+            "predictor_ceiling_kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(r_k))),
+            "seeds_needed": seeds_needed(r)}
+
+
+TARGET_TAU = 0.8  # the ground-truth quality a benchmark needs to tell methods apart (issue 3)
+
+
+def seeds_needed(r: float, target: float = TARGET_TAU) -> dict:
+    """Seeds per architecture for a ground truth to reach `target`, under predictor_ceiling's
+    model with seed-to-seed Pearson r (None: unreachable at any count).
+
+    - `mean_vs_mean`: two independent k-seed means rank alike with tau >= target
+      (k = 1 is the plain seed-to-seed tau); needs r_k >= sin(pi*target/2).
+    - `predictor_ceiling`: a noise-free predictor reaches tau >= target against the k-seed
+      mean; needs sqrt(r_k) >= sin(pi*target/2)."""
+    import math
+
+    rho = math.sin(math.pi * target / 2)
+
+    def k_for(q: float) -> int | None:
+        if r <= 0:
+            return None
+        if r >= q:
+            return 1
+        return math.ceil(q * (1 - r) / (r * (1 - q)) - 1e-9)
+
+    return {"target_kendall_tau": target, "mean_vs_mean": k_for(rho), "predictor_ceiling": k_for(rho * rho)}
 
 
 def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[int]) -> dict:
@@ -204,15 +230,17 @@ def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[in
     for key, code in entries.items():
         accs = [runs[(code, s)]["acc"] for s in seeds]
         params, macs = complexity(parse_arch(code, space))
-        out[key] = {"arch": code, "acc": sum(accs) / len(accs), "accs": accs, "params": params, "macs": macs}
+        # Rounded so that equal means are equal floats: exact ties, whatever the summation order.
+        out[key] = {"arch": code, "acc": round(sum(accs) / len(accs), 9), "accs": accs, "params": params, "macs": macs}
     return out
 
 
 def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, progress: bool = True,
-        time_limit: float = math.inf) -> dict:
+        time_limit: float = math.inf, note: str | None = None) -> dict:
     """Train what is missing; write `out` and its summary. Past `time_limit` seconds the
     output is not written and the summary (over the architectures with every seed done)
-    says `"complete": false`."""
+    says `"complete": false`. `note` (how and where it ran) and the wall time add up over
+    invocations, so a ground truth built in slices keeps its whole story."""
     entries = load_codes(archs)
     codes = list(entries.values())
     for code in codes:
@@ -231,13 +259,35 @@ def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, pro
         write_json(out, build_output(recipe.space, entries, runs, seeds))
     done = [c for c in codes if all((c, s) in runs for s in seeds)]
     summary = summarize(done, runs, seeds) if len(done) > 1 else {"n": len(done), "seeds": seeds}
+    summary_file = out.with_name(out.stem + ".summary.json")
+    previous = _read_summary(summary_file)
+    wall = time.monotonic() - started
     summary.update(complete=complete, runs_done=sum((c, s) in runs for c in codes for s in seeds),
                    runs_total=len(codes) * len(seeds), devices=sorted({r.get("device", "cpu") for r in runs.values()}),
-                   recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=time.monotonic() - started,
+                   recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=wall,
+                   wall_seconds_total=round(previous.get("wall_seconds_total", 0.0) + wall, 1),
+                   how_it_ran=_add_note(previous.get("how_it_ran"), note),
                    command=" ".join(["stepshot", *sys.argv[1:]]) if sys.argv[1:2] == ["groundtruth"] else None,
                    versions=_versions())
-    write_json(out.with_name(out.stem + ".summary.json"), summary)
+    if not todo and previous:  # nothing trained now: a summary refresh keeps the provenance of the runs
+        summary.update({k: previous[k] for k in ("command", "versions", "recipe", "wall_seconds_this_invocation",
+                                                 "wall_seconds_total") if k in previous})
+    write_json(summary_file, summary)
     return summary
+
+
+def _add_note(story: str | None, note: str | None) -> str | None:
+    """Each distinct note once, in order: slices repeating one command add nothing."""
+    if not note or (story and note in story):
+        return story
+    return f"{story} Then: {note}" if story else note
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _versions() -> dict:
@@ -265,6 +315,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--time-limit", type=float, default=math.inf, metavar="SECONDS",
                         help="stop handing out runs after this long; rerun to continue")
+    parser.add_argument("--note", default=None, help="how and where it ran, kept in the summary across invocations")
     parser.set_defaults(func=_cmd)
 
 
@@ -278,7 +329,8 @@ def _cmd(args: argparse.Namespace) -> int:
                     eval_images=args.eval_images, batch_size=args.batch_size, lr=args.lr,
                     warmup_epochs=args.warmup_epochs, threads=args.threads, device=args.device)
     try:
-        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs, time_limit=args.time_limit)
+        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs, time_limit=args.time_limit,
+                      note=args.note)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"stepshot groundtruth: {exc}", file=sys.stderr)
         return 2
