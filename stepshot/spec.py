@@ -464,6 +464,26 @@ class View:
         return f"View({self._path}={self._data!r})"
 
 
+# Controls a user may change while a run is under way; every other field is fixed by the
+# first stage Job (the pods read the spec as it was then).
+RUNTIME_FIELDS = ("suspend", "ttlSecondsAfterFinished")
+
+
+def training_fields(spec: dict) -> dict:
+    """The spec without its runtime controls: what decides the stages and their weights."""
+    return {k: v for k, v in spec.items() if k not in RUNTIME_FIELDS}
+
+
+def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """Dotted paths where two (defaulted) specs differ, runtime controls left out."""
+    if path == "spec":
+        old, new = training_fields(old), training_fields(new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [p for key in sorted(old.keys() | new.keys())
+                for p in changed_fields(old.get(key), new.get(key), f"{path}.{key}")]
+    return [] if old == new else [path]
+
+
 class Spec(View):
     """A validated, defaulted SupernetTraining."""
 
@@ -476,7 +496,8 @@ class Spec(View):
         object.__setattr__(self, "name", meta.get("name", "supernet"))
         object.__setattr__(self, "namespace", meta.get("namespace", "default"))
         object.__setattr__(self, "base_dir", base_dir)
-        canonical = json.dumps(obj["spec"], sort_keys=True, separators=(",", ":"))
+        # Runtime controls stay out: suspending and resuming is not a different training.
+        canonical = json.dumps(training_fields(obj["spec"]), sort_keys=True, separators=(",", ":"))
         object.__setattr__(self, "spec_hash", hashlib.sha256(canonical.encode()).hexdigest()[:16])
 
     def resolve(self, path: str | None) -> Path | None:

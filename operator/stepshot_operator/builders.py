@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import yaml
@@ -123,6 +124,16 @@ def spec_config_map(ctx: Context) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _meta(ctx, config_map_name(ctx.name), labels(ctx, component="spec")),
             "data": {"spec.yaml": yaml.safe_dump(doc, sort_keys=False)}}
+
+
+def spec_from_config_map(config_map: Mapping | None) -> dict | None:
+    """The spec a run started with, read back from its ConfigMap (None: absent or unreadable)."""
+    try:
+        doc = yaml.safe_load(((config_map or {}).get("data") or {}).get("spec.yaml") or "")
+    except yaml.YAMLError:
+        return None
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    return spec if isinstance(spec, dict) else None
 
 
 # --------------------------------------------------------------------------- pod pieces

@@ -151,7 +151,12 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     snapshots = {}
     if state.caps.volume_snapshots:
         snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
-    observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots)
+    started = None
+    if reconcile.started_spec_needed(body, jobs):  # only after an edit: the Jobs' spec hash differs
+        started = builders.spec_from_config_map(
+            await asyncio.to_thread(kube.get_config_map, namespace, builders.config_map_name(name)))
+    observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
+                                  started_spec=started)
     result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc))
 
     for obj in result.create:
@@ -171,9 +176,9 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
         await asyncio.to_thread(kube.patch_training_status, namespace, name, patch)
     for t in result.transitions:
         # kopf.event is not subject to settings.posting.level (which only gates log records).
-        kopf.event(body, type="Warning" if t.warning else "Normal",
-                   reason=f"{'Stage' if t.kind != 'resource' else 'Phase'}{t.new}", message=t.message)
-        if t.kind != "resource":
+        prefix = {"resource": "Phase", "spec": ""}.get(t.kind, "Stage")
+        kopf.event(body, type="Warning" if t.warning else "Normal", reason=f"{prefix}{t.new}", message=t.message)
+        if t.kind not in ("resource", "spec"):
             metrics.observe_transition(t.kind, t.new, t.seconds)
     metrics.observe_resource(namespace, name, result.status)
     if result.delete:

@@ -90,6 +90,14 @@ class Kube:
                                                     "finishedAt": term.get("finishedAt")})
         return out
 
+    def get_config_map(self, namespace: str, name: str) -> dict | None:
+        try:
+            return _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def list_volume_snapshots(self, namespace: str, selector: str) -> dict[str, dict]:
         items = _json(self.custom.list_namespaced_custom_object(
             SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, "volumesnapshots", label_selector=selector,

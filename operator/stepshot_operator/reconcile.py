@@ -11,6 +11,10 @@ Stage states:  train stages  Pending -> Running -> Snapshotting -> Succeeded | F
                evaluation    Pending -> Running -> Succeeded | Failed
 Resource phase: Pending | Running | Suspended | Succeeded | Failed.
 A failed stage is retried by deleting its failed Job: the stage is Pending again and recreated.
+
+Once the first Job exists the spec is fixed: the pods read it from the spec ConfigMap, so the
+operator acts on that copy too (with the runtime controls, suspend and ttl, taken from the
+resource) and reports later edits in a SpecChanged condition instead of half-applying them.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from stepshot.plan import Plan, Stage, build_plan, job_name, snapshot_name
-from stepshot.spec import Spec, SpecError, load
+from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 
 from stepshot_operator import builders
 from stepshot_operator.builders import Caps, Context
@@ -40,6 +44,7 @@ class Observed:
     terminations: Mapping[str, Sequence[dict]] = field(default_factory=dict)
     # ^ Job name -> terminated containers of its pods: {"exitCode", "message", "finishedAt"}
     volume_snapshots: Mapping[str, dict] = field(default_factory=dict)      # name -> VolumeSnapshot
+    started_spec: Mapping | None = None    # the spec in the spec ConfigMap, when it was read
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        return self.new == FAILED
+        return self.new == FAILED or self.kind == "spec"
 
 
 @dataclass(frozen=True)
@@ -166,13 +171,71 @@ class _StageView:
     reason: str | None = None       # condition reason of that failure
 
 
+# --------------------------------------------------------------------------- the spec acted on
+
+SPEC_CHANGED = "SpecChanged"
+
+
+def effective_spec(body: Mapping, started: Mapping | None) -> tuple[Spec, str | None]:
+    """The spec to reconcile with, and why the resource's edits are not applied (None: no edits).
+
+    Before the first Job that is the resource's own spec. After it, the spec the pods read
+    (`started`, from the ConfigMap) with the resource's runtime controls; of an invalid
+    edit only valid runtime controls count."""
+    if started is None:
+        return load(dict(body)), None
+    try:
+        current = load(dict(body)).raw["spec"]
+    except SpecError as exc:
+        message = f"the edited spec is invalid and is not applied ({'; '.join(exc.errors)}); the run goes on unchanged"
+        try:  # a valid suspend still counts, or a typo elsewhere would resume a suspended run
+            return _with_runtime(body, started, body.get("spec") or {}), message
+        except SpecError:
+            return load({**body, "spec": dict(started)}), message
+    spec = _with_runtime(body, started, current)
+    changed = changed_fields(started, current)
+    if not changed:
+        return spec, None
+    return spec, (f"edits after the first stage Job are not applied ({', '.join(changed)}): the run goes on "
+                  f"with the spec it started with; create a new {body.get('kind', 'resource')} to train "
+                  f"with the edited one (spec.suspend and spec.ttlSecondsAfterFinished do apply)")
+
+
+def _with_runtime(body: Mapping, started: Mapping, source: Mapping) -> Spec:
+    runtime = {k: source[k] for k in RUNTIME_FIELDS if source.get(k) is not None}
+    return load({**body, "spec": {**training_fields(started), **runtime}})
+
+
+def started_spec_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
+    """Whether to read the spec ConfigMap: some Job was made from a spec other than the
+    resource's current one (the hash annotation every child carries)."""
+    if not jobs:
+        return False
+    try:
+        current = load(dict(body)).spec_hash
+    except SpecError:
+        return True
+    return any(((job.get("metadata") or {}).get("annotations") or {}).get(builders.ANNOTATION_SPEC_HASH) != current
+               for job in jobs.values())
+
+
+def _condition_true(status: Mapping, ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _spec_condition(edit: str | None, old: Mapping, generation: int | None, now: datetime) -> dict:
+    old_conditions = {c.get("type"): c for c in old.get("conditions") or []}
+    reason = "EditNotApplied" if edit else "AsCreated"
+    return _condition(SPEC_CHANGED, bool(edit), reason, edit or "", old_conditions, generation, now)
+
+
 # --------------------------------------------------------------------------- the state machine
 
 def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> Result:
     old = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     try:
-        spec = load(dict(body))
+        spec, edit = effective_spec(body, observed.started_spec)
         if not spec.storage.get("claim_name"):
             raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
                              "PersistentVolumeClaim for checkpoints and snapshots"])
@@ -232,8 +295,11 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
     result_metrics = _json_message(observed, evaluation.jobs[0]) if evaluation.state == SUCCEEDED else None
     result_metrics = result_metrics or old.get("result")
     status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now)
+    status["conditions"].append(_spec_condition(edit, old, generation, now))
 
     transitions = _transitions(plan, views, stages_status, old_stages, old.get("phase"), phase, status)
+    if edit and not _condition_true(old, SPEC_CHANGED):
+        transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
     return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
                   transitions=transitions, delete=_ttl_expired(spec, status, now))
 

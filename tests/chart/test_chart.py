@@ -205,7 +205,8 @@ NAMESPACED_RULES = _expand([
     ("stepshot.dev", ["supernettrainings/status"], ["patch"]),
     ("batch", ["jobs"], ["create", "list", "watch", "patch"]),
     ("", ["pods"], ["list"]),
-    ("", ["configmaps", "services"], ["create"]),
+    ("", ["configmaps"], ["create", "get"]),
+    ("", ["services"], ["create"]),
     ("", ["events"], ["create"]),
     ("snapshot.storage.k8s.io", ["volumesnapshots"], ["create", "list"]),
 ])

@@ -85,6 +85,14 @@ def test_spec_hash_tracks_content():
     a = spec.load(BASE).spec_hash
     b = spec.load(with_spec(training__seed=1)).spec_hash
     assert a != b and a == spec.load(copy.deepcopy(BASE)).spec_hash
+    assert spec.load(with_spec(suspend=True, ttlSecondsAfterFinished=60)).spec_hash == a  # runtime controls
+
+
+def test_changed_fields_name_the_edited_paths_but_not_runtime_controls():
+    old = spec.load(BASE).raw["spec"]
+    new = spec.load(with_spec(training__seed=1, suspend=True)).raw["spec"]
+    assert spec.changed_fields(old, new) == ["spec.training.seed"]
+    assert spec.changed_fields(old, copy.deepcopy(old)) == []
 
 
 def test_crd_shape():

@@ -81,6 +81,26 @@ def test_operator_killed_mid_run_restarts_without_duplicates(apiserver, namespac
     assert len(t.jobs()) == len(t.kinds)
 
 
+def test_spec_edit_mid_run_is_reported_and_not_half_applied(apiserver, namespace, operator):
+    t = Training(apiserver, namespace, body("edit", **GROUPED))
+    t.create()
+    queue = t.run(stop_before="edit-g2")                           # oneshot frozen, g2 running
+    t.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "edit",
+                                            {"spec": {"fewShot": {"groups": [2, 3, 4]}}})
+
+    def spec_changed():
+        return next((c for c in t.status().get("conditions") or []
+                     if c["type"] == "SpecChanged" and c["status"] == "True"), None)
+    cond = wait_for(spec_changed, what="condition SpecChanged")
+    assert "spec.fewShot.groups" in cond["message"] and cond["observedGeneration"] == 2
+    assert t.run(queue) == []                                      # no g4: the plan the pods read
+    wait_for(lambda: t.status().get("phase") == "Succeeded", what="phase Succeeded")
+    assert len(t.jobs()) == len(t.kinds)
+    core = client.CoreV1Api(apiserver.client())
+    wait_for(lambda: any(e.reason == "SpecChanged" and e.type == "Warning"
+                         for e in core.list_namespaced_event(namespace).items), what="a SpecChanged Warning Event")
+
+
 def test_failing_partition_fails_the_resource_and_keeps_the_others(apiserver, namespace, operator):
     doc = body("fail", mode="partitioned", maxParallel=8, steps=[{"dimension": "width", "stage": 4, "parts": 2}])
     t = Training(apiserver, namespace, doc)

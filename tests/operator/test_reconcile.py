@@ -3,6 +3,9 @@ import copy
 import json
 from datetime import datetime, timedelta, timezone
 
+from stepshot.plan import build_plan
+from stepshot.spec import load
+from stepshot_operator import builders
 from stepshot_operator import reconcile as rc
 from stepshot_operator.builders import Caps
 
@@ -34,15 +37,24 @@ def finished(job, ok=True, at="2026-01-01T00:10:00Z"):
 
 
 class Cluster:
-    """Plays the API server: keeps created Jobs; the test plays the Job controller."""
+    """Plays the API server and the handler: keeps created Jobs and the first spec ConfigMap
+    (a second create is AlreadyExists), reads it back when the handler would; the test plays
+    the Job controller."""
 
     def __init__(self, body, caps=Caps()):
         self.body, self.caps = body, caps
-        self.jobs, self.terms, self.created = {}, {}, []
+        self.jobs, self.terms, self.created, self.config_map = {}, {}, [], None
+        self.reads = 0
 
     def step(self, now=NOW):
-        result = rc.reconcile(self.body, rc.Observed(self.jobs, self.terms), self.caps, now)
+        started = None
+        if rc.started_spec_needed(self.body, self.jobs):
+            self.reads += 1
+            started = builders.spec_from_config_map(self.config_map)
+        result = rc.reconcile(self.body, rc.Observed(self.jobs, self.terms, started_spec=started), self.caps, now)
         for obj in result.create:
+            if obj["kind"] == "ConfigMap":
+                self.config_map = self.config_map or obj
             if obj["kind"] == "Job":
                 self.created.append(obj["metadata"]["name"])
                 assert obj["metadata"]["name"] not in self.jobs, "duplicate create"
@@ -238,3 +250,62 @@ def test_merge_patch_removes_vanished_keys():
     assert rc.merge_patch(old, new) == {"phase": "Running", "result": None,
                                         "stages": {"a": {"state": "Running", "message": None}}}
     assert rc.merge_patch(new, new) == {}
+
+
+def _spec_condition(status):
+    return {x["type"]: x for x in status["conditions"]}["SpecChanged"]
+
+
+def test_edits_after_start_are_reported_not_half_applied():
+    c = Cluster(resource())
+    c.step()
+    assert c.reads == 0 and _spec_condition(c.body["status"])["status"] == "False"
+    c.body["spec"]["fewShot"] = {"mode": "grouped", "groups": [2, 3]}    # the pods still read the old spec
+    c.body["metadata"]["generation"] = 2
+    r = c.step()
+    cond = _spec_condition(r.status)
+    assert cond["status"] == "True" and cond["reason"] == "EditNotApplied" and cond["observedGeneration"] == 2
+    assert "spec.fewShot.mode" in cond["message"] and "spec.fewShot.groups" in cond["message"]
+    [edit] = [t for t in r.transitions if t.kind == "spec"]
+    assert edit.warning and edit.new == "SpecChanged"
+    assert not [t for t in c.step().transitions if t.kind == "spec"]     # reported once
+    c.finish("demo-oneshot")
+    c.step()
+    c.finish("demo-oneshot-snap")
+    assert jobs_of(c.step()) == ["demo-s4w0", "demo-s4w1"]              # the partitioned plan it started with
+    original = load(resource())
+    assert c.config_map["data"] == builders.spec_config_map(builders.Context(original, build_plan(original), Caps()))["data"]
+    c.body["spec"]["fewShot"] = copy.deepcopy(BASE["spec"]["fewShot"])  # edit undone
+    r = c.step()
+    assert _spec_condition(r.status)["status"] == "False" and c.reads > 0
+
+
+def test_runtime_controls_still_apply_and_a_bad_edit_changes_nothing():
+    c = Cluster(resource())
+    c.step()
+    c.body["spec"]["suspend"] = True                                    # a runtime control: applied
+    r = c.step()
+    assert r.suspend == ("demo-oneshot",) and _spec_condition(r.status)["status"] == "False"
+    c.body["spec"]["fewShot"] = {"mode": "bogus"}                       # a typo while suspended
+    r = c.step()
+    cond = _spec_condition(r.status)
+    assert r.status["phase"] == "Suspended" and cond["status"] == "True"  # neither failed nor resumed
+    assert "invalid" in cond["message"] and "spec.fewShot.mode" in cond["message"]
+    c.body["spec"]["fewShot"] = copy.deepcopy(BASE["spec"]["fewShot"])
+    c.body["spec"]["suspend"] = False
+    c.jobs["demo-oneshot"]["spec"]["suspend"] = True
+    r = c.step()
+    assert r.resume == ("demo-oneshot",) and r.status["phase"] == "Running"
+    assert _spec_condition(r.status)["status"] == "False"
+
+
+def test_started_spec_is_read_only_after_an_edit():
+    body = resource()
+    assert not rc.started_spec_needed(body, {})
+    c = Cluster(body)
+    c.step()
+    assert not rc.started_spec_needed(c.body, c.jobs)
+    assert rc.started_spec_needed(resource(training={"seed": 7}), c.jobs)
+    assert not rc.started_spec_needed(resource(suspend=True), c.jobs)
+    assert builders.spec_from_config_map({"data": {"spec.yaml": "{: bad"}}) is None
+    assert builders.spec_from_config_map(None) is None

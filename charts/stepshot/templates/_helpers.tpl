@@ -119,9 +119,13 @@ kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with o
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# The rendered-spec ConfigMap and the headless rendezvous Service of multi-node stages.
+# The rendered-spec ConfigMap (read back only after the resource's spec was edited, to keep
+# acting on the spec the pods read) and the headless rendezvous Service of multi-node stages.
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps"]
+  verbs: ["create", "get"]
+- apiGroups: [""]
+  resources: ["services"]
   verbs: ["create"]
 # Events on the resource (stage transitions, posted through kopf).
 - apiGroups: [""]
