@@ -1,6 +1,6 @@
 """Ranking benchmark: one-shot vs one-shot -> grouped few-shot vs one-shot -> partitioned few-shot.
 
-    python benchmarks/ranking.py --preset quick          # < 60 min on 2 CPU cores
+    python benchmarks/ranking.py --preset quick          # 4 seeds, 2 at a time: ~45 min on 2 CPU cores
     python benchmarks/ranking.py --preset full --seeds 0 1 2
 
 Every method sees the same data and the same epoch budget along any chain of stages:
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from concurrent.futures import ProcessPoolExecutor
 import shutil
 import statistics
 import sys
@@ -41,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from stepshot import local  # noqa: E402
 from stepshot.correlate import correlate, load_accuracies, load_seed_accuracies  # noqa: E402
+from stepshot.partition import build_tree, route  # noqa: E402
+from stepshot.space import parse_arch  # noqa: E402
 from stepshot.uncertainty import bootstrap_taus, interval  # noqa: E402
 
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
@@ -107,7 +110,7 @@ def step_label(method: str, results: list[local.StageResult], step: int) -> str:
 
 def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float, bool]:
     """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step,
-    the wall time, and whether any stage was trained now (not only resumed)."""
+    the wall time, and whether that time is known (trained now, or recorded by the call that did)."""
     workdir = root / f"{method}-s{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "spec.yaml"
@@ -117,11 +120,26 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tupl
     start = time.monotonic()
     results = local.run(spec_file, workdir)
     seconds = time.monotonic() - start
+    wall_file = workdir / "bench-wall-seconds.txt"  # resuming must not report a resume as the run's time
+    known = any(r.status == "done" for r in results)
+    if known:
+        wall_file.write_text(f"{seconds:.1f}\n")
+    elif wall_file.exists():
+        seconds, known = float(wall_file.read_text()), True
     points: dict[int, tuple[int, str, str]] = {}
     for r in results:
         if r.metrics.get("predictions"):
             points.setdefault(r.step, (r.step, step_label(method, results, r.step), r.metrics["predictions"]))
-    return list(points.values()), seconds, any(r.status == "done" for r in results)
+    return list(points.values()), seconds, known
+
+
+def run_seed(preset_name: str, seed: int, root: Path) -> dict[str, tuple[list[tuple[int, str, str]], float, bool]]:
+    """The three methods of one seed, grouped first: it trains the one-shot stage the others share."""
+    out = {}
+    for method in ("grouped", "partitioned", "oneshot"):
+        print(f"== {method}, seed {seed}", flush=True)
+        out[method] = run_one(PRESETS[preset_name], method, seed, root)
+    return out
 
 
 def correlate_points(method: str, seed: int, points: list[tuple[int, str, str]]) -> list[dict]:
@@ -181,6 +199,52 @@ def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], repl
     return out
 
 
+def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]], steps: list[dict]) -> list[dict]:
+    """For each partitioned step: the tau inside its partitions (size-weighted mean), for the
+    step and for its one-shot start on the same split. Partitioned evaluation scores each
+    architecture with its own sub-supernet, so the overall tau mixes two things: ranking inside
+    a partition, and how the sub-supernets' accuracy levels line up (which nothing trains)."""
+    from scipy import stats
+
+    truth = load_accuracies(GROUND_TRUTH)
+    tree = build_tree("resnet48-fmnist", steps)
+
+    def within(pred: dict[str, float], groups: dict[str, list[str]]) -> float:
+        taus = [(len(c), stats.kendalltau([pred[x] for x in c], [truth[x] for x in c]).statistic)
+                for c in groups.values() if len(c) > 2]
+        taus = [(n, t) for n, t in taus if t == t]  # nan: a constant side
+        return sum(n * t for n, t in taus) / sum(n for n, _ in taus)
+
+    rows = []
+    for (method, seed), pts in sorted(points.items()):
+        if method != "partitioned":
+            continue
+        preds = {step: load_accuracies(f) for step, _, f in pts}
+        common = sorted(set(truth).intersection(*preds.values()))
+        for step in sorted(k for k in preds if k > 0):
+            groups: dict[str, list[str]] = {}
+            for code in common:
+                groups.setdefault(route(parse_arch(code, "resnet48-fmnist"), tree[step]).id, []).append(code)
+            rows.append({"seed": seed, "step": step, "partitions": len(groups),
+                         "within_kendall_tau": round(within(preds[step], groups), 4),
+                         "start_within_kendall_tau": round(within(preds[0], groups), 4)})
+    return rows
+
+
+def markdown_within(rows: list[dict]) -> list[str]:
+    lines = ["", "Partitioned runs, Kendall tau inside the partitions (size-weighted mean) after each step, and "
+             "for the one-shot start on the same split:", "",
+             "| seed | step | partitions | within, after the step | within, one-shot start |", "|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['step']} | {r['partitions']} | {r['within_kendall_tau']:.3f} "
+              f"| {r['start_within_kendall_tau']:.3f} |" for r in rows]
+    by_step: dict[int, list[dict]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append(r)
+    lines += [f"| mean | {step} | {rs[0]['partitions']} | {statistics.fmean(r['within_kendall_tau'] for r in rs):.3f} "
+              f"| {statistics.fmean(r['start_within_kendall_tau'] for r in rs):.3f} |" for step, rs in by_step.items()]
+    return lines
+
+
 def wait_for(path: Path, timeout: float) -> None:
     """Training needs no ground truth, only the correlation does (it may still be running)."""
     deadline = time.monotonic() + timeout
@@ -213,7 +277,8 @@ def markdown_significance(sig: dict) -> list[str]:
     return lines
 
 
-def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = None) -> str:
+def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = None,
+             within: list[dict] | None = None) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["| method | stage | " + " | ".join(f"tau s{s}" for s in seeds) + " | mean tau | mean spearman | mean pearson |",
              "|---|---|" + "---|" * (len(seeds) + 3)]
@@ -232,6 +297,8 @@ def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = No
     lines += [f"{CEILINGS[k][0]}: {v:.3f}  " for k, v in ceilings.items()]
     if sig:
         lines += markdown_significance(sig)
+    if within:
+        lines += markdown_within(within)
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +324,8 @@ def plot(rows: list[dict], finals: dict[str, str], out: Path, ceilings: dict[str
         ax.scatter([p[0] for p in pts], [p[2] for p in pts], color=line.get_color(), alpha=0.35, s=12)
     for (key, value), style in zip(ceilings.items(), ("--", ":")):
         ax.axhline(value, color="gray", ls=style, label=CEILINGS[key][1])
-    ax.set(xlabel="step (0 = one-shot)", ylabel="Kendall tau", title="ranking correlation per stage")
+    ax.set(xlabel="step (0 = one-shot)", ylabel="Kendall tau", title="ranking correlation per stage",
+           xticks=range(last + 1))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     truth = load_accuracies(GROUND_TRUTH)
@@ -275,7 +343,9 @@ def plot(rows: list[dict], finals: dict[str, str], out: Path, ceilings: dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="seeds trained at once, in separate processes (default: 2)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--wait-for-truth", type=float, default=0, metavar="SECONDS",
                         help="wait this long for the ground truth after training (it may still be running)")
@@ -286,33 +356,41 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
     previous = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else {}
+    # Cores are shared out between the seeds; results depend on the thread count, so it is recorded.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    root = args.workdir / args.preset
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_seed, args.preset, seed, root) for seed in args.seeds]
+            per_seed = dict(zip(args.seeds, (f.result() for f in futures)))
+    else:
+        per_seed = {seed: run_seed(args.preset, seed, root) for seed in args.seeds}
     points, walls = {}, {}
-    for seed in args.seeds:
-        for method in ("grouped", "partitioned", "oneshot"):  # grouped first: it trains the shared one-shot
-            print(f"== {method}, seed {seed}", flush=True)
+    for seed, methods in per_seed.items():
+        for method, (pts, seconds, known) in methods.items():
             key = f"{method}-s{seed}"
-            points[(method, seed)], seconds, trained = run_one(preset, method, seed, args.workdir / args.preset)
-            # A run that was only resumed keeps the wall time of the invocation that trained it.
-            walls[key] = round(seconds, 1) if trained else previous.get("wall_seconds", {}).get(key, round(seconds, 1))
+            points[(method, seed)] = pts
+            walls[key] = round(seconds, 1) if known else previous.get("wall_seconds", {}).get(key, round(seconds, 1))
     wait_for(summary_file, args.wait_for_truth)  # written after the ground truth itself
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     ceilings = {k: summary[k] for k in CEILINGS if summary.get(k) is not None}
     rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
     finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
     sig = significance(points)
+    within = within_partitions(points, preset["partition_steps"])
     result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds,
               "ceiling_kendall_tau": ceilings.get("seed_kendall_tau"),
               "predictor_ceiling_kendall_tau": ceilings.get("predictor_ceiling_kendall_tau"),
               "ground_truth_seeds_needed": summary.get("seeds_needed"),
-              "wall_seconds": walls, "runs": rows, "bootstrap": sig,
+              "wall_seconds": walls, "runs": rows, "bootstrap": sig, "within_partitions": within,
               "ground_truth_wall_seconds": summary.get("wall_seconds_total"),
               "ground_truth_devices": summary.get("devices")}
     # Notes a person added about how earlier invocations ran (e.g. a re-evaluation) stay.
     result.update({k: v for k, v in previous.items() if k.startswith("wall_seconds_") and k not in result})
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{out}.md").write_text(markdown(rows, ceilings, sig))
+    Path(f"{out}.md").write_text(markdown(rows, ceilings, sig, within))
     plot(rows, finals, Path(f"{out}.png"), ceilings)
-    print(markdown(rows, ceilings, sig))
+    print(markdown(rows, ceilings, sig, within))
     print(f"wrote {out}.json, {out}.md, {out}.png")
     return 0
 

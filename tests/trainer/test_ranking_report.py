@@ -43,3 +43,29 @@ def test_significance_resolves_a_clear_lead_and_not_a_tie(tmp_path, monkeypatch)
     assert "| grouped final - oneshot (whole budget) |" in text
     assert lead["difference"] == pytest.approx(sig["final"]["grouped final"]["kendall_tau"]
                                                - sig["final"]["oneshot (whole budget)"]["kendall_tau"], abs=2e-4)
+
+
+def test_within_partition_tau_separates_ranking_from_level_offsets(tmp_path, monkeypatch):
+    from stepshot.archsets import load_codes
+    from stepshot.correlate import correlate
+    from stepshot.partition import build_tree, route
+    from stepshot.space import parse_arch
+
+    codes = list(load_codes(ranking.ARCHS).values())
+    rng = np.random.default_rng(1)
+    truth = {c: float(x) for c, x in zip(codes, rng.normal(88, 1, len(codes)))}
+    _write(tmp_path / "gt.json", truth)
+    monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
+    steps = ranking.PRESETS["quick"]["partition_steps"][:1]
+    [left, right] = build_tree("resnet48-fmnist", steps)[1]
+    # After the split each sub-supernet ranks its own architectures perfectly but sits at its own level.
+    offset = {left.id: +3.0, right.id: -3.0}
+    shifted = {c: a + offset[route(parse_arch(c, "resnet48-fmnist"), [left, right]).id] for c, a in truth.items()}
+    noisy = {c: a + rng.normal(0, 1) for c, a in truth.items()}
+    points = {("partitioned", 0): [(0, "oneshot", _write(tmp_path / "start.json", noisy)),
+                                   (1, "step1", _write(tmp_path / "step1.json", shifted))]}
+    [row] = ranking.within_partitions(points, steps)
+    assert row["within_kendall_tau"] == 1.0 and row["partitions"] == 2
+    assert row["start_within_kendall_tau"] < 0.8
+    assert correlate(shifted, truth)["kendall_tau"] < 0.8            # overall: the levels do not line up
+    assert "| 0 | 1 | 2 | 1.000 |" in "\n".join(ranking.markdown_within([row]))
