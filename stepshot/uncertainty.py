@@ -10,7 +10,7 @@ between benchmark seeds.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,9 +28,9 @@ def kendall_tau_b(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (sp * st).sum(-1) / np.where(denom > 0, denom, 1), np.nan)
 
 
-def bootstrap_taus(preds: Mapping[str, Mapping[str, float]], truth_seeds: Mapping[str, Sequence[float]],
+def bootstrap_taus(preds: Mapping[Hashable, Mapping[str, float]], truth_seeds: Mapping[str, Sequence[float]],
                    replicates: int = 2000, seed: int = 0, resample_seeds: bool = True,
-                   ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+                   ) -> tuple[dict[Hashable, float], dict[Hashable, np.ndarray]]:
     """Kendall tau of each predictor against the ground-truth seed mean: the point estimate,
     and one value per bootstrap replicate (the same resample for every predictor; the same
     architecture draws for a given `seed` whether or not `resample_seeds`).
