@@ -1,6 +1,6 @@
 """Ranking benchmark: one-shot vs one-shot -> grouped few-shot vs one-shot -> partitioned few-shot.
 
-    python benchmarks/ranking.py --preset quick          # 4 seeds, 2 at a time: ~45 min on 2 CPU cores
+    python benchmarks/ranking.py --preset quick          # 4 seeds, 2 at a time: 47 min on 2 CPU cores
     python benchmarks/ranking.py --preset full --seeds 0 1 2
 
 Every method sees the same data and the same epoch budget along any chain of stages:
@@ -378,7 +378,8 @@ def main() -> int:
     finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
     sig = significance(points)
     within = within_partitions(points, preset["partition_steps"])
-    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "seeds": args.seeds,
+    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "jobs": args.jobs,
+              "seeds": args.seeds,
               "ceiling_kendall_tau": ceilings.get("seed_kendall_tau"),
               "predictor_ceiling_kendall_tau": ceilings.get("predictor_ceiling_kendall_tau"),
               "ground_truth_seeds_needed": summary.get("seeds_needed"),
