@@ -60,6 +60,7 @@ PRESETS = {
         eval_images=10000, calibration_batches=16),
 }
 METHODS = ("oneshot", "grouped", "partitioned")
+SPACE = "resnet48-fmnist"  # the ground truth's space
 
 
 def make_spec(preset: dict, method: str, seed: int) -> dict:
@@ -75,7 +76,7 @@ def make_spec(preset: dict, method: str, seed: int) -> dict:
         "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
         "metadata": {"name": f"bench-{method}-s{seed}"},
         "spec": {
-            "space": "resnet48-fmnist",
+            "space": SPACE,
             "dataset": {"kind": "fashion-mnist", "trainLimit": preset["train_limit"]},
             "training": {"batchSize": 128, "seed": seed},
             "oneShot": {"epochs": one_shot_epochs, "lr": 0.1, "warmupEpochs": 1},
@@ -108,9 +109,10 @@ def step_label(method: str, results: list[local.StageResult], step: int) -> str:
     return names[0]
 
 
-def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float, bool]:
+def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float | None]:
     """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step,
-    the wall time, and whether that time is known (trained now, or recorded by the call that did)."""
+    and the run's wall time: measured now if a stage trained, else the one recorded by the call
+    that trained it (None if none was)."""
     workdir = root / f"{method}-s{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "spec.yaml"
@@ -121,19 +123,17 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tupl
     results = local.run(spec_file, workdir)
     seconds = time.monotonic() - start
     wall_file = workdir / "bench-wall-seconds.txt"  # resuming must not report a resume as the run's time
-    known = any(r.status == "done" for r in results)
-    if known:
+    if any(r.status == "done" for r in results):
         wall_file.write_text(f"{seconds:.1f}\n")
-    elif wall_file.exists():
-        seconds, known = float(wall_file.read_text()), True
+    wall = round(float(wall_file.read_text()), 1) if wall_file.exists() else None
     points: dict[int, tuple[int, str, str]] = {}
     for r in results:
         if r.metrics.get("predictions"):
             points.setdefault(r.step, (r.step, step_label(method, results, r.step), r.metrics["predictions"]))
-    return list(points.values()), seconds, known
+    return list(points.values()), wall
 
 
-def run_seed(preset_name: str, seed: int, root: Path) -> dict[str, tuple[list[tuple[int, str, str]], float, bool]]:
+def run_seed(preset_name: str, seed: int, root: Path) -> dict[str, tuple[list[tuple[int, str, str]], float | None]]:
     """The three methods of one seed, grouped first: it trains the one-shot stage the others share."""
     out = {}
     for method in ("grouped", "partitioned", "oneshot"):
@@ -171,7 +171,7 @@ def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], repl
     if start:
         arms["one-shot start"] = start
 
-    def mean_over_seeds(arm: dict, seeds: list[int], reps: dict = boots) -> tuple[float, object]:
+    def mean_over_seeds(arm: dict, seeds: list[int], reps: dict) -> tuple[float, object]:
         return (statistics.fmean(point[arm[s]] for s in seeds), sum(reps[arm[s]] for s in seeds) / len(seeds))
 
     def summary(values, est: float) -> dict:
@@ -192,7 +192,7 @@ def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], repl
         if a not in arms or b not in arms:
             continue
         seeds = sorted(arms[a].keys() & arms[b].keys())
-        (ea, va), (eb, vb) = mean_over_seeds(arms[a], seeds), mean_over_seeds(arms[b], seeds)
+        (ea, va), (eb, vb) = mean_over_seeds(arms[a], seeds, boots), mean_over_seeds(arms[b], seeds, boots)
         diff = summary(va - vb, ea - eb)
         out["differences"].append({"a": a, "b": b, "seeds": seeds, "difference": diff["kendall_tau"],
                                    "ci95": diff["ci95"], "share_at_or_below_zero": round(float((va - vb <= 0).mean()), 4)})
@@ -207,7 +207,7 @@ def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]],
     from scipy import stats
 
     truth = load_accuracies(GROUND_TRUTH)
-    tree = build_tree("resnet48-fmnist", steps)
+    tree = build_tree(SPACE, steps)
 
     def within(pred: dict[str, float], groups: dict[str, list[str]]) -> float:
         taus = [(len(c), stats.kendalltau([pred[x] for x in c], [truth[x] for x in c]).statistic)
@@ -224,7 +224,7 @@ def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]],
         for step in sorted(k for k in preds if k > 0):
             groups: dict[str, list[str]] = {}
             for code in common:
-                groups.setdefault(route(parse_arch(code, "resnet48-fmnist"), tree[step]).id, []).append(code)
+                groups.setdefault(route(parse_arch(code, SPACE), tree[step]).id, []).append(code)
             rows.append({"seed": seed, "step": step, "partitions": len(groups),
                          "within_kendall_tau": round(within(preds[step], groups), 4),
                          "start_within_kendall_tau": round(within(preds[0], groups), 4)})
@@ -355,7 +355,6 @@ def main() -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"ranking-{args.preset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
-    previous = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else {}
     # Cores are shared out between the seeds; results depend on the thread count, so it is recorded.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     root = args.workdir / args.preset
@@ -367,10 +366,9 @@ def main() -> int:
         per_seed = {seed: run_seed(args.preset, seed, root) for seed in args.seeds}
     points, walls = {}, {}
     for seed, methods in per_seed.items():
-        for method, (pts, seconds, known) in methods.items():
-            key = f"{method}-s{seed}"
+        for method, (pts, wall) in methods.items():
             points[(method, seed)] = pts
-            walls[key] = round(seconds, 1) if known else previous.get("wall_seconds", {}).get(key, round(seconds, 1))
+            walls[f"{method}-s{seed}"] = wall
     wait_for(summary_file, args.wait_for_truth)  # written after the ground truth itself
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     ceilings = {k: summary[k] for k in CEILINGS if summary.get(k) is not None}
@@ -386,8 +384,6 @@ def main() -> int:
               "wall_seconds": walls, "runs": rows, "bootstrap": sig, "within_partitions": within,
               "ground_truth_wall_seconds": summary.get("wall_seconds_total"),
               "ground_truth_devices": summary.get("devices")}
-    # Notes a person added about how earlier invocations ran (e.g. a re-evaluation) stay.
-    result.update({k: v for k, v in previous.items() if k.startswith("wall_seconds_") and k not in result})
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
     Path(f"{out}.md").write_text(markdown(rows, ceilings, sig, within))
     plot(rows, finals, Path(f"{out}.png"), ceilings)

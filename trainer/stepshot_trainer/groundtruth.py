@@ -262,16 +262,15 @@ def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, pro
     summary_file = out.with_name(out.stem + ".summary.json")
     previous = _read_summary(summary_file)
     wall = time.monotonic() - started
+    provenance = {"recipe": asdict(recipe), "wall_seconds_this_invocation": wall,
+                  "wall_seconds_total": round(previous.get("wall_seconds_total", 0.0) + wall, 1),
+                  "command": " ".join(["stepshot", *sys.argv[1:]]) if sys.argv[1:2] == ["groundtruth"] else None,
+                  "versions": _versions()}
+    if not todo:  # nothing trained now: a summary refresh keeps the provenance of the runs
+        provenance.update({k: previous[k] for k in provenance if k in previous})
     summary.update(complete=complete, runs_done=sum((c, s) in runs for c in codes for s in seeds),
                    runs_total=len(codes) * len(seeds), devices=sorted({r.get("device", "cpu") for r in runs.values()}),
-                   recipe=asdict(recipe), archs=str(archs), wall_seconds_this_invocation=wall,
-                   wall_seconds_total=round(previous.get("wall_seconds_total", 0.0) + wall, 1),
-                   how_it_ran=_add_note(previous.get("how_it_ran"), note),
-                   command=" ".join(["stepshot", *sys.argv[1:]]) if sys.argv[1:2] == ["groundtruth"] else None,
-                   versions=_versions())
-    if not todo and previous:  # nothing trained now: a summary refresh keeps the provenance of the runs
-        summary.update({k: previous[k] for k in ("command", "versions", "recipe", "wall_seconds_this_invocation",
-                                                 "wall_seconds_total") if k in previous})
+                   archs=str(archs), how_it_ran=_add_note(previous.get("how_it_ran"), note), **provenance)
     write_json(summary_file, summary)
     return summary
 
