@@ -1,12 +1,14 @@
 # syntax=docker/dockerfile:1
 # stepshot images. Two targets:
 #   docker build --target operator -t stepshot-operator .        # kopf operator, no torch
-#   docker build --target trainer  -t stepshot-trainer  .        # torch + torchrun, CUDA base
-# CPU-only trainer (any Python >= 3.10 base without torch; torch comes from TORCH_INDEX_URL):
-#   docker build --target trainer --build-arg TRAINER_BASE=python:3.11-slim-bookworm \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t stepshot-trainer:cpu .
+#   docker build --target trainer  -t stepshot-trainer  .        # torch (CUDA build from PyPI) + torchrun
+# CPU-only trainer (torch's CPU build from its own index):
+#   docker build --target trainer --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
+#     -t stepshot-trainer:cpu .
+# Without a registry (scripts/build-images.sh, CI): buildah on a local Debian base
+# (PYTHON_IMAGE/TRAINER_BASE) with a local torch wheel (PIP_FIND_LINKS, TORCH_VERSION=2.13.0+cpu).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG TRAINER_BASE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+ARG TRAINER_BASE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------
 # base: slim Python, the non-root user (uid/gid 1000) and quiet pip/Python settings.
@@ -20,22 +22,30 @@ RUN groupadd --gid 1000 stepshot \
       --shell /usr/sbin/nologin stepshot
 
 # ---------------------------------------------------------------------------------------
-# wheel: builds the stepshot wheel once (all three packages; extras pick the dependencies).
+# wheel: builds the stepshot wheel once (all three packages), and writes each image's
+# third-party requirements from pyproject.toml before the sources are copied: they change
+# rarely, so the layers that install them stay cached when only the code changes.
 FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
+RUN mkdir /requirements && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+[open(f'/requirements/{x}.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies'][x]) + '\n') \
+ for x in ('operator', 'trainer')]"
 COPY stepshot/ stepshot/
 COPY trainer/ trainer/
 COPY operator/ operator/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------
-# operator: the kopf operator. `.[operator]` only: no torch, small image. The chart runs it
-# with a read-only root filesystem and an emptyDir on /tmp.
+# operator: the kopf operator. The `operator` extra only: no torch, small image. The chart
+# runs it with a read-only root filesystem and an emptyDir on /tmp.
 FROM base AS operator
+COPY --from=wheel /requirements/operator.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY --from=wheel /wheels/ /wheels/
-RUN pip install "$(ls /wheels/stepshot-*.whl)[operator]" \
+RUN pip install --no-deps "$(ls /wheels/stepshot-*.whl)" \
  && rm -rf /wheels \
+ && pip check \
  && stepshot-operator --help >/dev/null \
  && ! python -c "import torch" 2>/dev/null
 USER 1000:1000
@@ -45,11 +55,13 @@ ENTRYPOINT ["stepshot-operator"]
 
 # ---------------------------------------------------------------------------------------
 # trainer: runs the stage Jobs (`torchrun ... stepshot train`, `stepshot snapshot`,
-# `stepshot evaluate`). The base image brings torch (CUDA build by default); `.[trainer]`
-# is installed with torch pinned to the version already there, so pip never replaces it.
+# `stepshot evaluate`). TORCH_VERSION is the version the tests run (requirements/cpu.txt);
+# PyPI's Linux wheels of it are the CUDA build. Torch and the `trainer` extra's requirements
+# come before the code, as in the operator image.
 FROM ${TRAINER_BASE} AS trainer
-ARG TORCH_VERSION=2.5.1
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG PIP_FIND_LINKS
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -60,12 +72,15 @@ RUN (getent group 1000 >/dev/null || groupadd --gid 1000 stepshot) \
  && (getent passwd 1000 >/dev/null || useradd --uid 1000 --gid 1000 --no-create-home \
       --home-dir /home/stepshot --shell /usr/sbin/nologin stepshot) \
  && mkdir -p /home/stepshot && chown 1000:1000 /home/stepshot
+COPY --from=wheel /requirements/trainer.txt /tmp/requirements.txt
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && echo "torch==${TORCH_VERSION}" > /tmp/torch-constraint.txt \
+ && pip install --constraint /tmp/torch-constraint.txt -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt /tmp/torch-constraint.txt
 COPY --from=wheel /wheels/ /wheels/
-RUN python -c "import torch" 2>/dev/null \
-      || pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
- && python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-constraint.txt \
- && pip install --constraint /tmp/torch-constraint.txt "$(ls /wheels/stepshot-*.whl)[trainer]" \
- && rm -rf /wheels /tmp/torch-constraint.txt \
+RUN pip install --no-deps "$(ls /wheels/stepshot-*.whl)" \
+ && rm -rf /wheels \
+ && pip check \
  && stepshot --help >/dev/null \
  && torchrun --help >/dev/null
 # Ground truths and architecture sets: the operator mounts the spec at /opt/stepshot/spec/,

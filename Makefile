@@ -1,11 +1,11 @@
 # The two newcomer commands (README): `make demo` and `make test`.
-# Each sets up what it needs first (venv, Python deps, Debian data, API server).
+# Each sets up what it needs first (venv, Python deps, Debian data, Kubernetes binaries).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/fmnist-quick
 
-.PHONY: setup data apiserver demo test test-fast crds clean
+.PHONY: setup data kube demo test test-fast test-node crds clean
 
 setup: $(VENV)/.installed
 
@@ -20,17 +20,21 @@ $(VENV)/.installed: pyproject.toml requirements/cpu.txt requirements/test.txt
 data:
 	bash scripts/install-data.sh
 
-apiserver:
-	bash scripts/build-kube-apiserver.sh >/dev/null
+kube:
+	bash scripts/build-kube.sh >/dev/null
 
 demo: setup data
 	$(BIN)/stepshot run examples/fmnist-quick.yaml --workdir $(WORKDIR)
 
-test: setup data apiserver
+test: setup data kube
 	$(BIN)/pytest -q
 
+# The end-to-end tests on a real node alone (starts it, builds and loads the images).
+test-node: setup data kube
+	$(BIN)/pytest -q -m node
+
 test-fast: setup data
-	STEPSHOT_SKIP_APISERVER=1 $(BIN)/pytest -q -m "not apiserver"
+	STEPSHOT_SKIP_APISERVER=1 $(BIN)/pytest -q -m "not apiserver and not node"
 
 crds: setup
 	$(BIN)/python scripts/gen-crds.py

@@ -45,6 +45,7 @@ from stepshot.correlate import correlate, load_accuracies, load_seed_accuracies 
 from stepshot.partition import build_tree, route  # noqa: E402
 from stepshot.space import parse_arch  # noqa: E402
 from stepshot.uncertainty import bootstrap_taus, interval  # noqa: E402
+from stepshot.workdir import Layout  # noqa: E402
 
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
 ARCHS = ROOT / "benchmarks" / "archs" / "resnet48-fmnist-64.json"  # the ground truth's architectures
@@ -91,13 +92,15 @@ def make_spec(preset: dict, method: str, seed: int) -> dict:
 
 def _share_oneshot(src: Path, dst: Path) -> None:
     """Give a run the one-shot stage another run of the same seed already trained."""
-    for rel in ("oneshot", "snapshots/oneshot"):
-        if (src / rel).exists() and not (dst / rel).exists():
-            shutil.copytree(src / rel, dst / rel)
-    step0 = Path("eval") / "step0-predictions.json"  # its evaluation too: same weights, same result
-    if (src / step0).exists() and not (dst / step0).exists():
-        (dst / step0).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / step0, dst / step0)
+    have, want = Layout(src), Layout(dst)
+    for a, b in ((have.stage_dir("oneshot"), want.stage_dir("oneshot")),
+                 (have.snapshot("oneshot"), want.snapshot("oneshot"))):
+        if a.exists() and not b.exists():
+            shutil.copytree(a, b)
+    a, b = have.predictions("step0"), want.predictions("step0")  # same weights, same evaluation
+    if a.exists() and not b.exists():
+        b.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a, b)
 
 
 def step_label(method: str, results: list[local.StageResult], step: int) -> str:

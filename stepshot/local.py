@@ -22,6 +22,7 @@ from pathlib import Path
 from stepshot import correlate as corr
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import Spec, SpecError, load_file
+from stepshot.workdir import Layout
 
 
 @dataclass
@@ -31,11 +32,6 @@ class StageResult:
     status: str = "pending"           # done | skipped (finished earlier) | failed
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
-
-
-def stage_done(workdir: Path, stage: Stage) -> bool:
-    snapshot = workdir / "snapshots" / stage.name / "manifest.json"
-    return (workdir / stage.name / "DONE").exists() and snapshot.exists()
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -75,7 +71,7 @@ def run_stage(spec_file: Path, stage: Stage, workdir: Path) -> int:
 
 
 def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir: Path, tag: str) -> dict:
-    out = workdir / "eval" / f"{tag}-predictions.json"
+    out = Layout(workdir).predictions(tag)
     if not out.exists():
         rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir),
                               "--stages", ",".join(leaves), "--out", str(out)), workdir / "eval" / "eval.log")
@@ -113,7 +109,7 @@ def run(spec_file: Path, workdir: Path) -> list[StageResult]:
             done_count += 1
             result = StageResult(stage.name, stage.step)
             results.append(result)
-            if stage_done(workdir, stage):
+            if Layout(workdir).stage_finished(stage.name):
                 result.status = "skipped"
                 print(f"[{done_count}/{train_total}] {stage.name}: finished earlier, not rerun", flush=True)
                 continue
@@ -153,7 +149,7 @@ def write_report(spec: Spec, results: list[StageResult], workdir: Path) -> dict:
         "name": spec.name, "space": spec.space, "mode": spec.few_shot.mode, "spec_hash": spec.spec_hash,
         "stages": [r.__dict__ for r in results], "final": final,
     }
-    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    Layout(workdir).run_report().write_text(json.dumps(report, indent=2))
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
     if truth is not None and truth.exists() and final.get("predictions"):
         from stepshot.plot import ranking_plot  # matplotlib only when there is something to draw
@@ -187,7 +183,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     write_report(spec, results, workdir)
     print()
     print(stage_table(results))
-    print(f"\nreport: {workdir / 'report.json'}")
+    print(f"\nreport: {Layout(workdir).run_report()}")
     if (workdir / "ranking.png").exists():
         print(f"plot:   {workdir / 'ranking.png'}")
     return 0

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_SCRIPT = ROOT / "scripts" / "build-kube-apiserver.sh"
+BUILD_SCRIPT = ROOT / "scripts" / "build-kube.sh"
 DEFAULT_USERS = {"alice": ["stepshot:users"], "bob": []}  # extra token users for RBAC tests
 
 
@@ -34,14 +34,15 @@ def free_port() -> int:
 
 
 def find_binary() -> str:
-    """$STEPSHOT_KUBE_APISERVER, or the cached/built binary from scripts/build-kube-apiserver.sh."""
+    """$STEPSHOT_KUBE_APISERVER, or the cached/built binary from scripts/build-kube.sh."""
     explicit = os.environ.get("STEPSHOT_KUBE_APISERVER")
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise RuntimeError(f"STEPSHOT_KUBE_APISERVER={explicit} is not an executable")
         return explicit
     proc = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True)
-    path = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    folder = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    path = os.path.join(folder, "kube-apiserver")
     if proc.returncode != 0 or not os.access(path, os.X_OK):
         raise RuntimeError(f"{BUILD_SCRIPT} failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
     return path
@@ -231,6 +232,22 @@ def finish_job(batch, namespace: str, name: str, ok: bool = True) -> None:
         cond.update(reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit")
         status.update(failed=1)
     batch.patch_namespaced_job_status(name, namespace, {"status": status})
+
+
+def result_message(labels: dict, tau: float = 0.6123) -> str | None:
+    """The termination message the real command of a Job with these labels writes: built by the
+    same code (stepshot.workdir), so the fakes cannot drift from `stepshot snapshot`/`evaluate`."""
+    from stepshot.workdir import EvaluationResult, SnapshotResult
+    from stepshot_operator import builders
+
+    component = labels.get(builders.LABEL_COMPONENT)
+    if component == "snapshot":
+        stage = labels[builders.LABEL_STAGE]
+        return SnapshotResult(stage=stage, partition=labels[builders.LABEL_PARTITION], epoch=3,
+                              file=f"{stage}/checkpoints/epoch-0003.pt", sha256="0" * 64).message()
+    if component == "evaluate":
+        return EvaluationResult(n=50, kendall_tau=tau, spearman=0.8, pearson=0.79).message()
+    return None
 
 
 def terminated_pod(core, job: dict, message: str, exit_code: int = 0) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from stepshot.plan import Plan, Stage, job_name, snapshot_name
 from stepshot.spec import API_VERSION, KIND, Spec
+from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
 LABEL_STAGE = "stepshot.dev/stage"
@@ -33,7 +34,6 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # ../benchmarks/groundtruth/... resolve in pods exactly as they do in a checkout.
 SPEC_DIR = "/opt/stepshot/spec"
 SPEC_FILE = f"{SPEC_DIR}/spec.yaml"
-TERMINATION_LOG = "/dev/termination-log"
 MASTER_PORT = 29500
 UID = 1000
 
@@ -136,6 +136,25 @@ def spec_from_config_map(config_map: Mapping | None) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
+# --------------------------------------------------------------------------- the trainer identity
+
+def trainer_service_account(ctx: Context) -> dict | None:
+    """The stage pods' ServiceAccount in the resource's namespace: bound to no role, no token.
+
+    The chart creates it in the namespaces it knows; the operator ensures it wherever a
+    resource appears (rbac.mode=cluster watches namespaces the chart never saw). It is shared
+    by every resource of the namespace, so it is not owned by (and not deleted with) one."""
+    name = ctx.caps.trainer_service_account
+    if not name:
+        return None
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ctx.namespace,
+                         "labels": {"app.kubernetes.io/name": "stepshot",
+                                    "app.kubernetes.io/managed-by": "stepshot-operator",
+                                    "app.kubernetes.io/component": "trainer"}},
+            "automountServiceAccountToken": False}
+
+
 # --------------------------------------------------------------------------- pod pieces
 
 def _volumes(ctx: Context, shm: bool) -> tuple[list[dict], list[dict]]:
@@ -170,10 +189,21 @@ _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsG
                  "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def cpu_cores(quantity: str) -> float:
+    """A CPU quantity ("2", "1.5", "500m") in cores."""
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _threads(cpu: str, procs: int) -> list[dict]:
+    # torch otherwise starts one thread per CPU of the node, not of the pod's share: on a
+    # busy node that oversubscribes the CPU limit and training runs many times slower.
+    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_cores(cpu) // max(procs, 1))))}]
+
+
 def _env(extra: list[dict] | None = None) -> list[dict]:
     base = [{"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": "/tmp"},  # root filesystem is read-only
-            {"name": "STEPSHOT_TERMINATION_LOG", "value": TERMINATION_LOG}]
+            {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
     return base + (extra or [])
 
 
@@ -255,7 +285,8 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
     command += ["--standalone"] if stage.nodes == 1 else []
     command += ["-m", "stepshot.cli", "train", SPEC_FILE, "--stage", stage.name, "--workdir", ctx.spec.storage.path]
     env = [{"name": "PET_NNODES", "value": str(stage.nodes)},
-           {"name": "PET_NPROC_PER_NODE", "value": str(stage.procs_per_node)}]
+           {"name": "PET_NPROC_PER_NODE", "value": str(stage.procs_per_node)},
+           *_threads(res.cpu, stage.procs_per_node)]
     ports = [{"name": "metrics", "containerPort": ctx.spec.metrics_port}] if ctx.spec.metrics_port else []
     resources = _resources(res.cpu, res.memory, gpus)
 
@@ -331,7 +362,7 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
     volumes, mounts = _volumes(ctx, shm=True)
     command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, min(res.gpus_per_node, 1)),
-                           mounts)
+                           mounts, _threads(res.cpu, 1))
     return _job(ctx, job_name(ctx.name, stage), labels(ctx, stage, "evaluate"), _pod_spec([container], volumes))
 
 

@@ -43,14 +43,14 @@ class State:
     caps: Caps
     resync: float
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
-    config_maps: set[tuple[str, str]] = field(default_factory=set)   # spec ConfigMaps known to exist
+    ensured: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name) known to exist
     task: asyncio.Task | None = None
 
 
 def _forget(state: State, namespace: str, name: str) -> None:
     """Drop what the operator keeps about a resource that is gone (or going)."""
     state.entries.pop((namespace, name), None)
-    state.config_maps.discard((namespace, name))
+    state.ensured.discard(("ConfigMap", namespace, builders.config_map_name(name)))
     metrics.forget_resource(namespace, name)
 
 
@@ -160,12 +160,14 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc))
 
     for obj in result.create:
-        if obj["kind"] == "ConfigMap" and (namespace, name) in state.config_maps:
+        key = (obj["kind"], namespace, obj["metadata"]["name"])
+        if key in state.ensured:
             continue  # created (or found) by this process already: save a round trip per stage
-        kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
+        if obj["kind"] != "ServiceAccount":  # shared by the namespace's resources: owned by none
+            kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
         created = await asyncio.to_thread(kube.create, obj)
-        if obj["kind"] == "ConfigMap":
-            state.config_maps.add((namespace, name))
+        if obj["kind"] in ("ConfigMap", "ServiceAccount"):
+            state.ensured.add(key)
         logger.info("%s %s/%s", "created" if created else "found existing", obj["kind"], obj["metadata"]["name"])
     for job in result.suspend:
         await asyncio.to_thread(kube.set_job_suspend, namespace, job, True)

@@ -114,6 +114,8 @@ class Kube:
                 self.core.create_namespaced_service(ns, obj, _preload_content=False)
             elif kind == "ConfigMap":
                 self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+            elif kind == "ServiceAccount":
+                self.core.create_namespaced_service_account(ns, obj, _preload_content=False)
             elif kind == "VolumeSnapshot":
                 self.custom.create_namespaced_custom_object(
                     SNAPSHOT_GROUP, SNAPSHOT_VERSION, ns, "volumesnapshots", obj, _preload_content=False)

@@ -18,13 +18,13 @@ resource) and reports later edits in a SpecChanged condition instead of half-app
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from stepshot.plan import Plan, Stage, build_plan, job_name, snapshot_name
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
+from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
 
 from stepshot_operator import builders
 from stepshot_operator.builders import Caps, Context
@@ -33,7 +33,6 @@ PENDING, RUNNING, SNAPSHOTTING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Snapshotting", "Succeeded", "Failed", "Suspended")
 ABSENT, ACTIVE = "Absent", "Active"   # Job states besides SUCCEEDED/FAILED/SUSPENDED
 CONDITION_TYPES = ("Running", "Suspended", "Succeeded", "Failed")
-CHECKPOINT_KEYS = ("epoch", "file", "sha256", "kendall_tau", "stage", "partition")
 
 
 @dataclass(frozen=True)
@@ -117,15 +116,15 @@ def _terminated(observed: Observed, job: str, success: bool) -> dict | None:
     return max(hits, key=lambda t: t.get("finishedAt") or "", default=None)
 
 
-def _json_message(observed: Observed, job: str) -> dict | None:
+def _result(observed: Observed, job: str, parse: Callable[[str], object]) -> dict | None:
+    """The status form of the Job's result message (stepshot.workdir), None if absent or malformed."""
     hit = _terminated(observed, job, success=True)
     if not hit or not hit.get("message"):
         return None
     try:
-        value = json.loads(hit["message"])
-    except ValueError:
+        return parse(hit["message"]).status()
+    except MessageError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def _log_tail(observed: Observed, job: str) -> str:
@@ -267,6 +266,9 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
         create, starting = _next_objects(ctx, views, observed, failed=bool(failed))
         if any(o["kind"] == "Job" for o in create):
             create.insert(0, builders.spec_config_map(ctx))
+            account = builders.trainer_service_account(ctx)
+            if account:
+                create.insert(0, account)
     for name in starting:
         views[name].state = RUNNING
 
@@ -292,7 +294,8 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
 
     stages_status = {name: _stage_status(ctx, v, observed, old_stages.get(name) or {})
                      for name, v in views.items()}
-    result_metrics = _json_message(observed, evaluation.jobs[0]) if evaluation.state == SUCCEEDED else None
+    result_metrics = (_result(observed, evaluation.jobs[0], parse_evaluation)
+                      if evaluation.state == SUCCEEDED else None)
     result_metrics = result_metrics or old.get("result")
     status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now)
     status["conditions"].append(_spec_condition(edit, old, generation, now))
@@ -410,9 +413,8 @@ def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mappi
             ready = (observed.volume_snapshots[snap_name].get("status") or {}).get("readyToUse", False)
             snapshot["volumeSnapshot"] = {"name": snap_name, "readyToUse": bool(ready)}
         entry["snapshot"] = snapshot
-        manifest = _json_message(observed, snap_name) if view.snapshot == SUCCEEDED else None
-        checkpoint = ({k: manifest[k] for k in CHECKPOINT_KEYS if k in manifest} if manifest
-                      else old.get("checkpoint"))
+        manifest = _result(observed, snap_name, parse_snapshot) if view.snapshot == SUCCEEDED else None
+        checkpoint = manifest or old.get("checkpoint")
         if checkpoint:
             entry["checkpoint"] = checkpoint
     return entry

@@ -207,6 +207,7 @@ NAMESPACED_RULES = _expand([
     ("", ["pods"], ["list"]),
     ("", ["configmaps"], ["create", "get"]),
     ("", ["services"], ["create"]),
+    ("", ["serviceaccounts"], ["create"]),
     ("", ["events"], ["create"]),
     ("snapshot.storage.k8s.io", ["volumesnapshots"], ["create", "list"]),
 ])
@@ -360,15 +361,15 @@ def _training(name: str, ttl: int | None = 5) -> dict:
 
 class JobController:
     """Plays the Job controller and the kubelet (tests/apiserver.py helpers): every Job of
-    `fail` fails, every other Job completes; an evaluation Job's pod terminates with the
-    metrics JSON as its termination message."""
+    `fail` fails, every other Job completes; snapshot and evaluation pods terminate with the
+    message their real commands write."""
 
     def __init__(self, cluster, namespace: str, tau: float, fail: str | None = None):
         self.cluster, self.namespace, self.tau, self.fail = cluster, namespace, tau, fail
         self.done: set[str] = set()
 
     def step(self) -> None:
-        from apiserver import finish_job, terminated_pod
+        from apiserver import finish_job, result_message, terminated_pod
 
         batch, core = self.cluster["batch"], self.cluster["core"]
         for job in batch.list_namespaced_job(self.namespace, label_selector="stepshot.dev/training").items:
@@ -379,8 +380,8 @@ class JobController:
             if labels.get("stepshot.dev/training") == self.fail:
                 finish_job(batch, self.namespace, name, ok=False)
             else:
-                if labels.get("stepshot.dev/component") == "evaluate":
-                    message = json.dumps({"kendall_tau": self.tau, "spearman": 0.8, "pearson": 0.7})
+                message = result_message(labels, tau=self.tau)
+                if message:
                     terminated_pod(core, job, message)
                 finish_job(batch, self.namespace, name, ok=True)
             self.done.add(name)

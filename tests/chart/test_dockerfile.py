@@ -93,10 +93,20 @@ def test_targets():
     args, stages = _stages()
     assert {"base", "operator", "trainer"} <= set(stages)
     assert _one(stages["operator"], "FROM") == "base"
-    # the trainer's base image is a build argument with a CUDA default
+    # both bases are build arguments (CI passes a local Debian base) with public defaults
     assert _one(stages["trainer"], "FROM") == "${TRAINER_BASE}"
-    assert "cuda" in args["TRAINER_BASE"] and args["TRAINER_BASE"].startswith("pytorch/pytorch:")
-    assert args["PYTHON_IMAGE"].startswith("python:3.1") and "slim" in args["PYTHON_IMAGE"]
+    for arg in ("PYTHON_IMAGE", "TRAINER_BASE"):
+        assert args[arg].startswith("python:3.1") and "slim" in args[arg]
+
+
+def test_trainer_image_installs_the_torch_the_tests_run():
+    """One torch version: the image's default is requirements/cpu.txt's pin (PyPI serves the
+    CUDA build of it by default; CI installs the CPU wheel of the same version)."""
+    _, stages = _stages()
+    default = next(r.partition("=")[2] for i, r in stages["trainer"] if i == "ARG" and r.startswith("TORCH_VERSION="))
+    pin = next(line for line in (ROOT / "requirements" / "cpu.txt").read_text().splitlines()
+               if line.startswith("torch=="))
+    assert pin == f"torch=={default}"
 
 
 @pytest.mark.parametrize("target,script", [("operator", "stepshot-operator"), ("trainer", "stepshot")])
@@ -120,14 +130,17 @@ def test_non_root(target):
     assert int(uid) == builders.UID
 
 
-def test_operator_image_has_no_torch_and_trainer_keeps_the_base_torch():
+def test_operator_image_has_no_torch_and_the_trainer_pins_its_torch():
     _, stages = _stages()
+    copies = {i: r for i, r in enumerate(stages["operator"]) if r[0] == "COPY"}
+    assert any("/requirements/operator.txt" in r for _, r in copies.values())
     op_runs = " ".join(r for i, r in stages["operator"] if i == "RUN")
-    assert "[operator]" in op_runs and "[trainer]" not in op_runs and "torch" not in op_runs.replace(
-        '! python -c "import torch"', "")
+    assert "torch" not in op_runs.replace('! python -c "import torch"', "")
+    assert any("/requirements/trainer.txt" in r for i, r in stages["trainer"] if i == "COPY")
     tr_runs = " ".join(r for i, r in stages["trainer"] if i == "RUN")
-    assert "[trainer]" in tr_runs
-    assert "--constraint" in tr_runs or " -c " in tr_runs, "torch must be pinned to the base image's"
+    assert "--constraint" in tr_runs, "the trainer's requirements must not replace the torch it installed"
+    wheel_runs = " ".join(r for i, r in stages["wheel"] if i == "RUN")
+    assert "'operator', 'trainer'" in wheel_runs and "optional-dependencies" in wheel_runs
     assert "torchrun --help" in tr_runs and "stepshot --help" in tr_runs
     extras = _pyproject()["project"]["optional-dependencies"]
     assert not any(d.startswith("torch") for d in extras["operator"])

@@ -187,3 +187,12 @@ def test_stage_pods_use_the_trainer_service_account_without_a_token():
             pod = obj["spec"]["template"]["spec"]
             assert pod["serviceAccountName"] == "stepshot-trainer"
             assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("cpu,procs,threads", [("2", 2, "1"), ("8", 2, "4"), ("500m", 1, "1"), ("2.5", 1, "2")])
+def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
+    c = ctx(resources={"nodes": 1, "procsPerNode": procs, "gpusPerNode": 0, "cpu": cpu})
+    [job] = builders.train_objects(c, c.plan.stage("oneshot"))
+    assert env(pod(job)["containers"][0])["OMP_NUM_THREADS"] == threads
+    evaluation = builders.eval_job(c, c.plan.stages[-1])
+    assert env(pod(evaluation)["containers"][0])["OMP_NUM_THREADS"] == str(max(1, int(builders.cpu_cores(cpu))))

@@ -1,10 +1,10 @@
 """The level-based stage state machine, driven with fake observed Jobs (no cluster)."""
 import copy
-import json
 from datetime import datetime, timedelta, timezone
 
 from stepshot.plan import build_plan
 from stepshot.spec import load
+from stepshot.workdir import EvaluationResult, SnapshotResult
 from stepshot_operator import builders
 from stepshot_operator import reconcile as rc
 from stepshot_operator.builders import Caps
@@ -84,10 +84,14 @@ def test_partitioned_run_walks_every_stage_to_succeeded():
     c.finish("demo-oneshot")
     r = c.step()
     assert jobs_of(r) == ["demo-oneshot-snap"] and r.status["stages"]["oneshot"]["state"] == "Snapshotting"
-    c.finish("demo-oneshot-snap", message=json.dumps({"epoch": 9, "file": "epoch-0009.pt", "sha256": "ab"}))
+    snap = SnapshotResult(stage="oneshot", partition="root", epoch=9, file="oneshot/checkpoints/epoch-0009.pt",
+                          sha256="ab" * 32)
+    c.finish("demo-oneshot-snap", message=snap.message())
     r = c.step()
     assert jobs_of(r) == ["demo-s4w0", "demo-s4w1"]
-    assert r.status["stages"]["oneshot"]["checkpoint"] == {"epoch": 9, "file": "epoch-0009.pt", "sha256": "ab"}
+    assert r.status["stages"]["oneshot"]["checkpoint"] == {
+        "stage": "oneshot", "partition": "root", "epoch": 9, "file": "oneshot/checkpoints/epoch-0009.pt",
+        "sha256": "ab" * 32}
     assert r.status["partitions"] == "0/6" and r.status["stageIndex"] == 1
     for name in ("demo-s4w0", "demo-s4w1"):
         c.finish(name)
@@ -105,7 +109,7 @@ def test_partitioned_run_walks_every_stage_to_succeeded():
             c.finish(name)
         c.step()
     assert c.body["status"]["phase"] == "Running" and c.body["status"]["currentStage"] == "eval"
-    c.finish("demo-eval", message=json.dumps({"kendall_tau": 0.71, "spearman": 0.88}))
+    c.finish("demo-eval", message=EvaluationResult(n=50, kendall_tau=0.71, spearman=0.88).message())
     r = c.step()
     assert r.status["phase"] == "Succeeded" and r.status["result"]["kendall_tau"] == 0.71
     assert r.status["partitions"] == "6/6" and r.status["currentStage"] == "done"
@@ -185,7 +189,7 @@ def test_grouped_chain_and_transition_events():
         r = c.step()
         seen += [(t.stage, t.new) for t in r.transitions]
         for name in c.active():
-            c.finish(name, message=json.dumps({"kendall_tau": 0.5}) if name == "demo-eval" else None)
+            c.finish(name, message=EvaluationResult(n=8, kendall_tau=0.5).message() if name == "demo-eval" else None)
     assert c.body["status"]["phase"] == "Succeeded"
     assert [s for s, new in seen if new == "Running" and s != "resource"] == ["oneshot", "g2", "g3", "eval"]
     assert ("g2", "Snapshotting") in seen and ("eval", "Succeeded") in seen
@@ -240,7 +244,14 @@ def test_terminations_are_read_only_when_needed():
     c.finish("demo-oneshot"); c.step(); c.finish("demo-oneshot-snap")
     assert rc.terminations_needed(c.body, c.jobs)
     c.terms["demo-oneshot-snap"] = [{"exitCode": 0, "message": '{"epoch": 1}', "finishedAt": "t"}]
+    c.step()   # not what `stepshot snapshot` writes: not recorded, still wanted
+    assert "checkpoint" not in c.body["status"]["stages"]["oneshot"]
+    assert rc.terminations_needed(c.body, c.jobs)
+    message = SnapshotResult(stage="oneshot", partition="root", epoch=1, file="oneshot/checkpoints/epoch-0001.pt",
+                             sha256="0" * 64).message()
+    c.terms["demo-oneshot-snap"] = [{"exitCode": 0, "message": message, "finishedAt": "t"}]
     c.step()
+    assert c.body["status"]["stages"]["oneshot"]["checkpoint"]["epoch"] == 1
     assert not rc.terminations_needed(c.body, c.jobs)
 
 
@@ -309,3 +320,16 @@ def test_started_spec_is_read_only_after_an_edit():
     assert not rc.started_spec_needed(resource(suspend=True), c.jobs)
     assert builders.spec_from_config_map({"data": {"spec.yaml": "{: bad"}}) is None
     assert builders.spec_from_config_map(None) is None
+
+
+def test_trainer_service_account_is_ensured_with_the_first_jobs_and_owned_by_no_resource():
+    caps = Caps(trainer_service_account="stepshot-trainer")
+    r = rc.reconcile(resource(), rc.Observed(), caps, NOW)
+    kinds = [o["kind"] for o in r.create]
+    assert kinds[:3] == ["ServiceAccount", "ConfigMap", "Job"]
+    account = r.create[0]
+    assert account["metadata"] == {**account["metadata"], "name": "stepshot-trainer", "namespace": "ns"}
+    assert account["automountServiceAccountToken"] is False and "ownerReferences" not in account["metadata"]
+    job = next(o for o in r.create if o["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "stepshot-trainer"
+    assert rc.reconcile(resource(), rc.Observed(), Caps(), NOW).create[0]["kind"] == "ConfigMap"

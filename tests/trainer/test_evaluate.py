@@ -5,7 +5,7 @@ import random
 import torch
 import yaml
 
-from stepshot import cli
+from stepshot import cli, workdir
 from stepshot.partition import build_tree
 from stepshot.space import get_space, sample_arch
 from stepshot.archsets import load_codes
@@ -81,14 +81,20 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
                          {"groups": None})
     checkpoint.write_json(work / "oneshot/selected.json", {"epoch": 1, "file": ck.name, "kendall_tau": None})
     args = [str(tmp_path / "t.yaml"), "--workdir", str(work)]
+    monkeypatch.setenv(workdir.TERMINATION_ENV, str(tmp_path / "term"))
     assert cli.main(["snapshot", *args, "--stage", "oneshot"]) == 2      # not DONE yet
+    assert (tmp_path / "term").read_text().startswith("stepshot: error: stage 'oneshot' has not finished")
     (work / "oneshot/DONE").write_text("")
     assert cli.main(["snapshot", *args, "--stage", "oneshot"]) == 0
-    monkeypatch.setenv("STEPSHOT_TERMINATION_LOG", str(tmp_path / "term"))
+    # The operator's reading of the message: the snapshot's hash, the selected checkpoint.
+    snap = workdir.parse_snapshot((tmp_path / "term").read_text())
+    manifest = json.loads(workdir.Layout(work).snapshot_manifest("oneshot").read_text())
+    assert (snap.stage, snap.partition, snap.epoch, snap.file) == ("oneshot", "root", 1, f"oneshot/checkpoints/{ck.name}")
+    assert snap.sha256 == manifest["sha256"] and snap.kendall_tau is None
     assert cli.main(["evaluate", *args]) == 0
     preds = json.loads((work / "eval/predictions.json").read_text())
     assert set(preds) == set(truth)
     report = json.loads((work / "eval/report.json").read_text())
     assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
     term = (tmp_path / "term").read_text()
-    assert len(term) < 4096 and json.loads(term) == report["final"]
+    assert len(term) < 4096 and workdir.parse_evaluation(term).status() == report["final"]

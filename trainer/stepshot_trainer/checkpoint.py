@@ -20,8 +20,9 @@ from typing import Any, Iterable
 
 import torch
 
+from stepshot.workdir import SNAPSHOT_MANIFEST, SNAPSHOT_MODEL
+
 CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
-SNAPSHOT_MODEL, SNAPSHOT_MANIFEST = "model.pt", "manifest.json"
 
 
 class CheckpointError(RuntimeError):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import sys
 from pathlib import Path
 
@@ -13,10 +13,10 @@ from stepshot import correlate as corr
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.plan import Plan, build_plan
 from stepshot.spec import Spec, SpecError, load_file
+from stepshot.workdir import (EvaluationResult, Layout, MessageError, SnapshotResult, write_failure,
+                              write_message)
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import Router, load_stage_model, predict
-
-TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def _common(parser: argparse.ArgumentParser, stage: bool) -> None:
@@ -32,13 +32,18 @@ def _load(args: argparse.Namespace) -> tuple[Spec, Plan]:
 
 
 def _guard(func):
-    """Exit 2 with a one-line message on bad input instead of a traceback."""
+    """Exit 2 with a one-line message on bad input instead of a traceback; either way the
+    error is the pod's termination message, which the operator shows in the resource's status."""
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (SpecError, KeyError, FileNotFoundError, ValueError, checkpoint.CheckpointError) as exc:
+        except (SpecError, KeyError, FileNotFoundError, ValueError, MessageError, checkpoint.CheckpointError) as exc:
             print(f"stepshot: error: {exc}", file=sys.stderr)
+            write_failure(f"stepshot: error: {exc}")
             return 2
+        except Exception as exc:
+            write_failure(f"{type(exc).__name__}: {exc}")
+            raise
     return wrapper
 
 
@@ -76,13 +81,25 @@ def register_snapshot(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     _, plan = _load(args)
-    stage_dir = args.workdir / plan.stage(args.stage).name
-    if not (stage_dir / "DONE").exists():
-        raise ValueError(f"stage {args.stage!r} has not finished ({stage_dir / 'DONE'} is missing)")
-    selected = json.loads((stage_dir / "selected.json").read_text())
-    dst = checkpoint.snapshot(stage_dir / "checkpoints" / selected["file"], args.workdir / "snapshots" / args.stage)
-    print(json.dumps({"stage": args.stage, "snapshot": str(dst), "epoch": selected["epoch"]}))
+    stage = plan.stage(args.stage)
+    layout = Layout(args.workdir)
+    if not layout.done(stage.name).exists():
+        raise ValueError(f"stage {stage.name!r} has not finished ({layout.done(stage.name)} is missing)")
+    selected = layout.read_selected(stage.name)
+    source = layout.checkpoints(stage.name) / selected["file"]
+    checkpoint.snapshot(source, layout.snapshot(stage.name))  # verifies, or writes and hashes
+    manifest = json.loads(layout.snapshot_manifest(stage.name).read_text())
+    result = SnapshotResult(stage=stage.name, partition=stage.partition, epoch=selected["epoch"],
+                            file=str(source.relative_to(layout.root)), sha256=manifest["sha256"],
+                            kendall_tau=_finite(selected.get("kendall_tau")))
+    message = result.message()
+    write_message(message)
+    print(message)
     return 0
+
+
+def _finite(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -139,19 +156,9 @@ def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict)
     path = out.parent / "report.json"
     report = json.loads(path.read_text()) if path.exists() else {"evaluations": {}}
     report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing, **metrics}
-    report["final"] = {k: metrics.get(k) for k in ("kendall_tau", "spearman", "pearson", "n")}
+    result = EvaluationResult(n=metrics["n"], **{k: _finite(metrics.get(k))
+                                                 for k in ("kendall_tau", "spearman", "pearson")})
+    report["final"] = result.status()
     checkpoint.write_json(path, report)
-    _termination_log(report["final"])
+    write_message(result.message())
     return report
-
-
-def _termination_log(final: dict) -> None:
-    """The final metrics for the operator, via the pod's termination message (< 4 KiB)."""
-    target = os.environ.get("STEPSHOT_TERMINATION_LOG")
-    path = Path(target) if target else (TERMINATION_LOG if TERMINATION_LOG.exists() else None)
-    if path is None:
-        return
-    try:
-        path.write_text(json.dumps(final)[:4000])
-    except OSError as exc:
-        print(f"warning: cannot write termination log {path}: {exc}", file=sys.stderr)

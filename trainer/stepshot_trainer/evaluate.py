@@ -19,6 +19,7 @@ from torch import nn
 
 from stepshot.partition import Partition, route
 from stepshot.space import Arch, SearchSpace, get_space, parse_arch
+from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint
 from stepshot_trainer.split import build_model
 from stepshot_trainer.supernet import DynamicResNet
@@ -26,14 +27,10 @@ from stepshot_trainer.supernet import DynamicResNet
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def snapshot_dir(workdir: Path, stage: str) -> Path:
-    return Path(workdir) / "snapshots" / stage
-
-
 def load_stage_model(workdir: Path, stage: str, space: SearchSpace | str, *, dropout: float = 0.0,
                      device: str | torch.device = "cpu") -> tuple[DynamicResNet, dict]:
     """The super-net of a stage's snapshot (SuperNet or GroupedSuperNet(G) per its manifest)."""
-    state, manifest = checkpoint.load_snapshot(snapshot_dir(workdir, stage), device)
+    state, manifest = checkpoint.load_snapshot(Layout(Path(workdir)).snapshot(stage), device)
     model = build_model(space, manifest.get("groups"), dropout=dropout)
     model.load_state_dict(state)
     return model.to(device), manifest

@@ -34,6 +34,7 @@ from stepshot.correlate import correlate, load_accuracies
 from stepshot.partition import Partition
 from stepshot.space import parse_arch
 from stepshot.archsets import load_codes
+from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import arch_accuracy, load_stage_model
 from stepshot_trainer.metrics import TrainerMetrics
@@ -180,8 +181,8 @@ class StageTrainer:
     def __init__(self, spec, stage, workdir: Path, partition: Partition | None = None, d: Dist | None = None):
         self.spec, self.stage, self.d = spec, stage, d or Dist()
         self.tr = spec.training
-        self.dir = Path(workdir) / stage.name
-        self.ckpt_dir = self.dir / "checkpoints"
+        self.layout = Layout(Path(workdir))
+        self.ckpt_dir = self.layout.checkpoints(stage.name)
         seed = self.tr.seed
         self.model = build_stage_model(spec, stage, Path(workdir)).to(self.d.device).train()
         if self.d.world_size > 1:
@@ -309,8 +310,8 @@ class StageTrainer:
         epoch, tau = select_epoch(self.taus, self.epoch)
         selected = {"epoch": epoch, "file": checkpoint.checkpoint_path(self.ckpt_dir, epoch).name, "kendall_tau": tau}
         if self.d.main:
-            checkpoint.write_json(self.dir / "selected.json", selected)
-            checkpoint.atomic_write(self.dir / "DONE", b"")
+            checkpoint.write_json(self.layout.selected(self.stage.name), selected)
+            checkpoint.atomic_write(self.layout.done(self.stage.name), b"")
         self.barrier()
         return selected
 
@@ -334,8 +335,8 @@ class StageTrainer:
 
 def train_stage(spec, plan, stage, workdir: Path, d: Dist | None = None) -> dict:
     """Run one train stage (skipped when <workdir>/<stage>/DONE exists); returns selected.json."""
-    stage_dir = Path(workdir) / stage.name
-    if (stage_dir / "DONE").exists():
-        return json.loads((stage_dir / "selected.json").read_text())
+    layout = Layout(Path(workdir))
+    if layout.done(stage.name).exists():
+        return layout.read_selected(stage.name)
     partition = plan.partitions.get(stage.name) if plan is not None else None
     return StageTrainer(spec, stage, Path(workdir), partition, d or init_distributed()).run()

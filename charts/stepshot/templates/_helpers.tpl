@@ -127,6 +127,10 @@ kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with o
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create"]
+# The trainer ServiceAccount (no role, no token) in namespaces the chart did not create it in.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create"]
 # Events on the resource (stage transitions, posted through kopf).
 - apiGroups: [""]
   resources: ["events"]

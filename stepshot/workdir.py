@@ -1,0 +1,191 @@
+"""The work directory's layout and the result messages that leave a stage pod (torch-free).
+
+One definition for every reader and writer: the trainer writes the layout and the messages,
+`stepshot run` and the benchmarks read the layout, the operator reads the messages from pod
+termination messages, and the tests' fake kubelet builds its messages here too, so none of
+them can drift from the real commands.
+
+Layout of a work directory (the PersistentVolumeClaim in a cluster):
+
+    <stage>/checkpoints/epoch-NNNN.{pt,json}   training checkpoints (+ sha256 manifests)
+    <stage>/selected.json                      the epoch the stage selected (see `Selected`)
+    <stage>/DONE                               written last: the stage finished
+    snapshots/<stage>/{model.pt,manifest.json} immutable copy of the selected checkpoint
+    eval/<tag>-predictions.json, eval/report.json   evaluations (`stepshot evaluate`)
+    report.json                                `stepshot run`'s stage table as JSON
+
+Messages travel in the container's termination message (kubelet: at most 4096 bytes), so
+pods need no API rights. A message is untrusted input to the operator: `parse_*` accept only
+the documented keys with the documented types and finite numbers, and raise MessageError
+otherwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_ENV = "STEPSHOT_TERMINATION_LOG"   # where a command writes its message (set in pods)
+MESSAGE_LIMIT = 4096                            # the kubelet truncates termination messages here
+SNAPSHOT_MODEL, SNAPSHOT_MANIFEST = "model.pt", "manifest.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "checkpoints"
+
+    def selected(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "selected.json"
+
+    def done(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "DONE"
+
+    def snapshot(self, stage: str) -> Path:
+        return self.root / "snapshots" / stage
+
+    def snapshot_manifest(self, stage: str) -> Path:
+        return self.snapshot(stage) / SNAPSHOT_MANIFEST
+
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def predictions(self, tag: str) -> Path:
+        return self.eval_dir() / f"{tag}-predictions.json"
+
+    def run_report(self) -> Path:
+        return self.root / "report.json"
+
+    def stage_finished(self, stage: str) -> bool:
+        """Trained and snapshotted: `stepshot run` never reruns such a stage."""
+        return self.done(stage).exists() and self.snapshot_manifest(stage).exists()
+
+    def read_selected(self, stage: str) -> dict:
+        return json.loads(self.selected(stage).read_text())
+
+
+class MessageError(ValueError):
+    """A result message that is not what the writing command produces."""
+
+
+def _number(value: Any, key: str, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MessageError(f"{key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, key: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise MessageError(f"{key}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _text(value: Any, key: str, limit: int = 512) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise MessageError(f"{key}: expected a non-empty string of at most {limit} characters")
+    return value
+
+
+def _object(text: str, allowed: set[str]) -> dict:
+    if len(text.encode()) > MESSAGE_LIMIT:
+        raise MessageError(f"message larger than {MESSAGE_LIMIT} bytes")
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MessageError("not a JSON object")
+    unknown = set(doc) - allowed
+    if unknown:
+        raise MessageError(f"unknown keys {sorted(unknown)}")
+    return doc
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """`stepshot snapshot`: the stage's selected checkpoint, frozen (the status's `checkpoint`)."""
+
+    stage: str
+    partition: str
+    epoch: int
+    file: str                  # the selected checkpoint, relative to the work directory
+    sha256: str                # of the snapshot's model file (its manifest records the same)
+    kendall_tau: float | None = None   # checkpoint selection's score of that epoch, if any
+
+    def message(self) -> str:
+        return json.dumps(asdict(self), allow_nan=False)
+
+    def status(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """`stepshot evaluate`: the ranking correlation of the inherited-weight accuracies."""
+
+    n: int
+    kendall_tau: float | None = None   # None when no ground truth is configured
+    spearman: float | None = None
+    pearson: float | None = None
+
+    def message(self) -> str:
+        return json.dumps(asdict(self), allow_nan=False)
+
+    def status(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def parse_snapshot(text: str) -> SnapshotResult:
+    doc = _object(text, {f.name for f in fields(SnapshotResult)})
+    sha = _text(doc.get("sha256"), "sha256", 64)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise MessageError("sha256: expected 64 lowercase hex digits")
+    return SnapshotResult(stage=_text(doc.get("stage"), "stage", 253),
+                          partition=_text(doc.get("partition"), "partition", 253),
+                          epoch=_integer(doc.get("epoch"), "epoch"),
+                          file=_text(doc.get("file"), "file"), sha256=sha,
+                          kendall_tau=_number(doc.get("kendall_tau"), "kendall_tau", optional=True))
+
+
+def parse_evaluation(text: str) -> EvaluationResult:
+    doc = _object(text, {f.name for f in fields(EvaluationResult)})
+    return EvaluationResult(n=_integer(doc.get("n"), "n"),
+                            **{k: _number(doc.get(k), k, optional=True)
+                               for k in ("kendall_tau", "spearman", "pearson")})
+
+
+def write_failure(text: str) -> None:
+    """Why a command failed, as its termination message (cut to the limit).
+
+    Without it the kubelet falls back to the log's last 2 KiB, which under torchrun is the
+    launcher's own traceback, not the error."""
+    write_message(text.encode()[:MESSAGE_LIMIT].decode(errors="ignore"))
+
+
+def write_message(message: str) -> None:
+    """The command's result for the operator, as the pod's termination message.
+
+    Written where $STEPSHOT_TERMINATION_LOG says (the operator sets it in every pod), else to
+    /dev/termination-log when that exists; nowhere otherwise (a local run)."""
+    target = os.environ.get(TERMINATION_ENV)
+    path = Path(target) if target else (Path(TERMINATION_LOG) if Path(TERMINATION_LOG).exists() else None)
+    if path is None:
+        return
+    if len(message.encode()) > MESSAGE_LIMIT:
+        raise MessageError(f"message larger than {MESSAGE_LIMIT} bytes")
+    try:
+        path.write_text(message)
+    except OSError as exc:
+        print(f"warning: cannot write termination message to {path}: {exc}", file=sys.stderr)

@@ -1,0 +1,218 @@
+"""`kubectl apply` -> Succeeded on a real node: the operator pod runs the stage Jobs, the Job
+controller runs their pods through the kubelet and containerd, results come back through real
+termination messages, and the garbage collector cleans up.
+
+Each test uses its own namespace, none of them the operator's (rbac.mode=cluster), with a
+claim bound to a hostPath volume whose files the test reads from the node's disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from localnode import CLUSTER_DIR, RELEASE_NS, ROOT, Node, timing, wait_for
+from stepshot.workdir import Layout
+
+EXAMPLE = ROOT / "examples" / "local-cluster" / "fmnist-grouped.yaml"
+TRAINER_SA = "stepshot-trainer"   # the chart's trainer ServiceAccount (release "stepshot")
+RUN = f"{int(time.time()) % 100000:05d}"   # namespaces of this session: nas-*-RUN
+PARTITIONED = {"mode": "partitioned", "epochs": 1, "lr": 0.01, "maxParallel": 2,
+               "steps": [{"dimension": "width", "stage": 4, "parts": 2}]}
+
+
+def training(name: str, namespace: str, **spec) -> dict:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    for key, value in spec.items():
+        doc["spec"][key] = value if not isinstance(value, dict) or key == "fewShot" else {**doc["spec"][key], **value}
+    return doc
+
+
+def apply(node: Node, doc: dict) -> None:
+    node.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def resource(node: Node, namespace: str, name: str) -> dict:
+    return node.get("supernettraining", name, "-n", namespace)
+
+
+def describe(node: Node, namespace: str, name: str) -> str:
+    return (node.kubectl("describe", "sst", name, "-n", namespace, check=False)
+            + node.kubectl("get", "jobs,pods", "-n", namespace, "-o", "wide", check=False)
+            + node.kubectl("logs", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=stepshot", "--tail=40",
+                           check=False))
+
+
+def wait_phase(node: Node, namespace: str, name: str, timeout: float) -> dict:
+    def finished():
+        body = resource(node, namespace, name)
+        return body if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+    try:
+        return wait_for(finished, timeout, f"{namespace}/{name} to finish", interval=2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{describe(node, namespace, name)}") from None
+
+
+def children(node: Node, namespace: str, name: str, kinds: str = "jobs,pods,configmaps,services") -> list[dict]:
+    return node.get(kinds, "-n", namespace, "-l", f"stepshot.dev/training={name}")["items"]
+
+
+def event_reasons(node: Node, namespace: str, name: str) -> set[str]:
+    items = node.get("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    return {e["reason"] for e in items}
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def report_pod_overheads(node: Node, namespace: str, name: str, label: str) -> None:
+    """Pod created -> container started, per stage pod (scheduling, sandbox, image, mounts)."""
+    for pod in children(node, namespace, name, "pods"):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            started = ((cs.get("state") or {}).get("terminated") or {}).get("startedAt")
+            if started:
+                seconds = (_ts(started) - _ts(pod["metadata"]["creationTimestamp"])).total_seconds()
+                timing(f"{label} pod start overhead {pod['metadata']['labels'].get('stepshot.dev/job')}", seconds)
+
+
+def assert_succeeded(node: Node, body: dict, work: Path, stages: list[str]) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    status = body["status"]
+    assert status["phase"] == "Succeeded", describe(node, namespace, name)
+    result = status["result"]
+    assert result["n"] == 64 and math.isfinite(result["kendall_tau"]) and -1 <= result["kendall_tau"] <= 1
+    for stage in stages:
+        # The status's checkpoint is what the snapshot pod wrote: the hash of the file on the volume.
+        checkpoint = status["stages"][stage]["checkpoint"]
+        manifest = json.loads(Layout(work).snapshot_manifest(stage).read_text())
+        assert checkpoint["sha256"] == manifest["sha256"] and len(checkpoint["sha256"]) == 64
+        assert checkpoint["stage"] == stage and (work / checkpoint["file"]).is_file()
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True"
+    assert f"{result['kendall_tau']:.4f}" in conditions["Succeeded"]["message"]
+    row = node.kubectl("get", "sst", name, "-n", namespace)
+    assert "Succeeded" in row and f"{result['kendall_tau']:.3f}"[:4] in row
+    assert {"StageRunning", "StageSnapshotting", "StageSucceeded", "PhaseSucceeded"} <= event_reasons(
+        node, namespace, name)
+
+
+def scrape_trainer(node: Node, namespace: str, name: str) -> str | None:
+    """A training pod's own /metrics while it trains (rank 0 serves spec.metricsPort)."""
+    pods = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/training={name},stepshot.dev/component=train")
+    for pod in pods["items"]:
+        if pod["status"].get("phase") == "Running" and pod["status"].get("podIP"):
+            try:
+                text = node.scrape(pod, 9400, timeout=2)
+            except OSError:
+                continue
+            if "stepshot_trainer_step{" in text:
+                return text
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+
+def test_grouped_run_succeeds_with_tau_checkpoints_events_and_metrics(operator):
+    node, namespace, name = operator, f"nas-grouped-{RUN}", "grouped"
+    work = node.work_volume(namespace)
+    start = time.monotonic()
+    apply(node, training(name, namespace))
+
+    metrics = wait_for(lambda: scrape_trainer(node, namespace, name), 300, "a training pod's /metrics", 0.25)
+    assert 'stepshot_trainer_step{partition="root",stage="oneshot"}' in metrics
+    assert "stepshot_trainer_images_per_second" in metrics
+
+    body = wait_phase(node, namespace, name, 900)
+    timing("grouped G=2 (2 train + 2 snapshot + 1 eval pods): apply -> Succeeded", time.monotonic() - start)
+    assert_succeeded(node, body, work, ["oneshot", "g2"])
+    report_pod_overheads(node, namespace, name, "grouped")
+
+    # Stage pods run as the chart's trainer identity in a namespace the chart never saw,
+    # without an API token.
+    pod = children(node, namespace, name, "pods")[0]
+    assert pod["spec"]["serviceAccountName"] == TRAINER_SA
+    assert not any(v.get("projected") or v.get("secret") for v in pod["spec"]["volumes"])
+
+    op_metrics = node.scrape(node.operator_pod(), 8080)
+    assert f'stepshot_kendall_tau{{name="{name}",namespace="{namespace}"}}' in op_metrics
+    assert 'stepshot_resources{phase="Succeeded"}' in op_metrics
+
+
+def _kill_container(pod: dict) -> None:
+    """SIGKILL the pod's container through the node's runtime, as the OOM killer would."""
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    subprocess.run(["ctr", "--address", str(CLUSTER_DIR / "run" / "containerd.sock"), "-n", "k8s.io",
+                    "task", "kill", "-s", "SIGKILL", container], check=True, capture_output=True)
+
+
+def test_partitioned_run_survives_an_operator_restart_and_a_killed_partition_pod(operator):
+    node, namespace, name = operator, f"nas-partitioned-{RUN}", "partitioned"
+    work = node.work_volume(namespace)
+    start = time.monotonic()
+    apply(node, training(name, namespace, fewShot=PARTITIONED, resources={"cpu": "900m"}))
+
+    # The operator pod dies while the one-shot Job runs; its Deployment brings it back.
+    first = wait_for(lambda: {j["metadata"]["name"]: j["metadata"]["uid"] for j in children(node, namespace, name, "jobs")},
+                     120, "the one-shot Job")
+    node.kubectl("delete", "pod", node.operator_pod()["metadata"]["name"], "-n", RELEASE_NS, "--wait=false")
+    node.wait_operator_ready()
+
+    # A partition's container is killed mid-run: the Job controller starts another pod.
+    def running_partition():
+        pods = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/job={name}-s4w0")["items"]
+        return next((p for p in pods if (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("running")),
+                    None)
+    _kill_container(wait_for(running_partition, 600, "partition s4w0 to run", 0.5))
+
+    body = wait_phase(node, namespace, name, 900)
+    timing("partitioned 2 parts (3 train + 3 snapshot + 1 eval pods, 1 killed, operator restarted): "
+           "apply -> Succeeded", time.monotonic() - start)
+    assert_succeeded(node, body, work, ["oneshot", "s4w0", "s4w1"])
+    jobs = {j["metadata"]["name"]: j for j in children(node, namespace, name, "jobs")}
+    assert set(jobs) == {f"{name}-{s}" for s in ("oneshot", "oneshot-snap", "s4w0", "s4w0-snap", "s4w1", "s4w1-snap",
+                                                 "eval")}
+    for job, uid in first.items():
+        assert jobs[job]["metadata"]["uid"] == uid, f"{job} was recreated"
+    retried = jobs[f"{name}-s4w0"]["status"]
+    assert retried["succeeded"] == 1 and retried.get("failed", 0) == 1
+    assert len(children(node, namespace, name, "pods")) == len(jobs) + 1
+    report_pod_overheads(node, namespace, name, "partitioned")
+
+
+def test_a_failing_stage_fails_the_run_and_shows_its_log_tail(operator):
+    node, namespace, name = operator, f"nas-failing-{RUN}", "failing"
+    work = node.work_volume(namespace)
+    # The data set's volume is a folder without the data: the one-shot stage cannot start.
+    empty = {"hostPath": {"path": str(work), "type": "Directory"}}
+    apply(node, training(name, namespace, backoffLimit=0, dataset={"volume": empty}))
+    body = wait_phase(node, namespace, name, 300)
+    status = body["status"]
+    assert status["phase"] == "Failed" and status["stages"]["oneshot"]["state"] == "Failed"
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "StageFailed"
+    # The error itself, from the pod's termination message, not torchrun's traceback.
+    missing = "/data/fashion-mnist/train-images-idx3-ubyte.gz not found"
+    assert "BackoffLimitExceeded" in failed["message"] and f"last output: stepshot: error: Fashion-MNIST file {missing}" \
+        in failed["message"], failed
+    assert missing in node.kubectl("logs", f"job/{name}-oneshot", "-n", namespace)
+    assert "PhaseFailed" in event_reasons(node, namespace, name)
+
+
+def test_deleting_the_resource_lets_the_garbage_collector_remove_its_children(operator):
+    node, namespace, name = operator, f"nas-deleted-{RUN}", "deleted"
+    node.work_volume(namespace)
+    # Two nodes: a headless Service besides the Jobs (one per rank on this 1.20 node).
+    apply(node, training(name, namespace, resources={"nodes": 2, "cpu": "250m", "memory": "512Mi"}))
+    kinds = lambda: {o["kind"] for o in children(node, namespace, name)}  # noqa: E731
+    wait_for(lambda: {"Job", "Pod", "ConfigMap", "Service"} <= kinds(), 120, "the children")
+    node.kubectl("delete", "sst", name, "-n", namespace, "--wait=false")
+    wait_for(lambda: not children(node, namespace, name), 120, "the garbage collector")
+    # The trainer ServiceAccount is the namespace's, not the resource's: it stays.
+    assert node.get("serviceaccount", TRAINER_SA, "-n", namespace)["automountServiceAccountToken"] is False
