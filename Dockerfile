@@ -22,15 +22,19 @@ RUN groupadd --gid 1000 stepshot \
       --shell /usr/sbin/nologin stepshot
 
 # ---------------------------------------------------------------------------------------
-# wheel: builds the stepshot wheel once (all three packages), and writes each image's
-# third-party requirements from pyproject.toml before the sources are copied: they change
-# rarely, so the layers that install them stay cached when only the code changes.
+# requirements: each image's third-party requirements, read from pyproject.toml alone. They
+# change rarely, so the layers that install them stay cached when only the code changes.
+FROM base AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN mkdir /requirements && python -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+[open(f'/requirements/{x}.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies'][x]) + '\n') \
+ for x in ('operator', 'trainer')]"
+
+# ---------------------------------------------------------------------------------------
+# wheel: builds the stepshot wheel once (all three packages).
 FROM base AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
-RUN mkdir /requirements && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-[open(f'/requirements/{x}.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies'][x]) + '\n') \
- for x in ('operator', 'trainer')]"
 COPY stepshot/ stepshot/
 COPY trainer/ trainer/
 COPY operator/ operator/
@@ -40,7 +44,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 # operator: the kopf operator. The `operator` extra only: no torch, small image. The chart
 # runs it with a read-only root filesystem and an emptyDir on /tmp.
 FROM base AS operator
-COPY --from=wheel /requirements/operator.txt /tmp/requirements.txt
+COPY --from=requirements /requirements/operator.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY --from=wheel /wheels/ /wheels/
 RUN pip install --no-deps "$(ls /wheels/stepshot-*.whl)" \
@@ -72,7 +76,7 @@ RUN (getent group 1000 >/dev/null || groupadd --gid 1000 stepshot) \
  && (getent passwd 1000 >/dev/null || useradd --uid 1000 --gid 1000 --no-create-home \
       --home-dir /home/stepshot --shell /usr/sbin/nologin stepshot) \
  && mkdir -p /home/stepshot && chown 1000:1000 /home/stepshot
-COPY --from=wheel /requirements/trainer.txt /tmp/requirements.txt
+COPY --from=requirements /requirements/trainer.txt /tmp/requirements.txt
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && echo "torch==${TORCH_VERSION}" > /tmp/torch-constraint.txt \
  && pip install --constraint /tmp/torch-constraint.txt -r /tmp/requirements.txt \

@@ -253,7 +253,7 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
         view = _StageView(stage, names, _aggregate([job_state(observed.jobs.get(n)) for n in names]))
         if stage.is_train:
             view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage)))
-        _derive(view, observed, spec.name, mode)
+        _derive(view, observed, spec.name, mode, (old_stages.get(stage.name) or {}).get("message"))
         views[stage.name] = view
 
     failed = [v for v in views.values() if v.state == FAILED]
@@ -307,14 +307,16 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
                   transitions=transitions, delete=_ttl_expired(spec, status, now))
 
 
-def _derive(view: _StageView, observed: Observed, resource: str, mode: str) -> None:
+def _derive(view: _StageView, observed: Observed, resource: str, mode: str, old_message: str | None) -> None:
+    """The stage's state from its Jobs. A failure message is recomputed only while its pods'
+    terminations are observed (they are read once, then kept in status as `old_message`)."""
     stage = view.stage
     if view.train == FAILED:
         job = next(observed.jobs[n] for n in view.jobs if job_state(observed.jobs.get(n)) == FAILED)
         view.state, view.reason = FAILED, ("EvaluationFailed" if not stage.is_train else
                                            "PartitionFailed" if mode == "partitioned" and stage.step
                                            else "StageFailed")
-        view.failure = _failure_message(_what(stage, mode), job, _log_tail(observed, job["metadata"]["name"]))
+        view.failure = _failure_message(_what(stage, mode), job, observed, old_message)
     elif view.train == ABSENT:
         view.state = PENDING
     elif view.train != SUCCEEDED:
@@ -326,13 +328,16 @@ def _derive(view: _StageView, observed: Observed, resource: str, mode: str) -> N
     elif view.snapshot == FAILED:
         name = snapshot_name(resource, stage)
         view.state, view.reason = FAILED, "SnapshotFailed"
-        view.failure = _failure_message(f"snapshot of {_what(stage, mode)}", observed.jobs[name],
-                                        _log_tail(observed, name))
+        view.failure = _failure_message(f"snapshot of {_what(stage, mode)}", observed.jobs[name], observed,
+                                        old_message)
     else:
         view.state = SNAPSHOTTING
 
 
-def _failure_message(what: str, job: Mapping, tail: str) -> str:
+def _failure_message(what: str, job: Mapping, observed: Observed, old_message: str | None) -> str:
+    tail = _log_tail(observed, job["metadata"]["name"])
+    if not tail and old_message:
+        return old_message   # the pods' terminations are not re-read once recorded
     reason, message = _failure(job)
     text = f"{what} failed: {reason}" + (f": {message}" if message else "")
     return text + (f"; last output: {tail}" if tail else "")

@@ -8,8 +8,7 @@ from stepshot.cli import main
 from stepshot.plan import build_plan
 from stepshot.spec import load_file
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")) + [
-    Path(__file__).resolve().parents[2] / "examples" / "local-cluster" / "fmnist-grouped.yaml"]
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

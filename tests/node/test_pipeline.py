@@ -19,7 +19,7 @@ import yaml
 from localnode import CLUSTER_DIR, RELEASE_NS, ROOT, Node, timing, wait_for
 from stepshot.workdir import Layout
 
-EXAMPLE = ROOT / "examples" / "local-cluster" / "fmnist-grouped.yaml"
+EXAMPLE = ROOT / "examples" / "fmnist-cluster.yaml"
 TRAINER_SA = "stepshot-trainer"   # the chart's trainer ServiceAccount (release "stepshot")
 RUN = f"{int(time.time()) % 100000:05d}"   # namespaces of this session: nas-*-RUN
 PARTITIONED = {"mode": "partitioned", "epochs": 1, "lr": 0.01, "maxParallel": 2,

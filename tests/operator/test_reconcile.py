@@ -51,7 +51,9 @@ class Cluster:
         if rc.started_spec_needed(self.body, self.jobs):
             self.reads += 1
             started = builders.spec_from_config_map(self.config_map)
-        result = rc.reconcile(self.body, rc.Observed(self.jobs, self.terms, started_spec=started), self.caps, now)
+        # Pods are listed only when the handler would list them.
+        terms = self.terms if rc.terminations_needed(self.body, self.jobs) else {}
+        result = rc.reconcile(self.body, rc.Observed(self.jobs, terms, started_spec=started), self.caps, now)
         for obj in result.create:
             if obj["kind"] == "ConfigMap":
                 self.config_map = self.config_map or obj
@@ -333,3 +335,15 @@ def test_trainer_service_account_is_ensured_with_the_first_jobs_and_owned_by_no_
     job = next(o for o in r.create if o["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "stepshot-trainer"
     assert rc.reconcile(resource(), rc.Observed(), Caps(), NOW).create[0]["kind"] == "ConfigMap"
+
+
+def test_a_failed_stage_keeps_its_log_tail_once_the_pods_are_no_longer_read():
+    c = Cluster(resource(fewShot={"mode": "grouped", "groups": [2]}))
+    c.step()
+    c.finish("demo-oneshot", ok=False, message="noise\nstepshot: error: no data in /data\n")
+    first = c.step().status["stages"]["oneshot"]["message"]
+    assert first.endswith("last output: stepshot: error: no data in /data")
+    assert not rc.terminations_needed(c.body, c.jobs)
+    assert c.step().status["stages"]["oneshot"]["message"] == first
+    cond = {x["type"]: x for x in c.body["status"]["conditions"]}["Failed"]
+    assert cond["message"] == first
