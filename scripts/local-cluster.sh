@@ -262,8 +262,18 @@ stop_pid() {  # name: SIGTERM, then SIGKILL after 15 s
   rm -f "$DIR/run/$1.pid"
 }
 
+clean_iptables() {  # what kube-proxy --cleanup leaves: the kubelet's KUBE-* chains and their jumps
+  local t rule chain
+  for t in nat filter mangle; do
+    iptables -t "$t" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A/-D/' |
+      while read -r rule; do eval iptables -t "$t" "$rule" || true; done || true
+    for chain in $(iptables -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}'); do iptables -t "$t" -F "$chain"; done
+    for chain in $(iptables -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}'); do iptables -t "$t" -X "$chain"; done
+  done
+}
+
 down() {
-  [ -d "$DIR" ] || return 0
+  [ -d "$DIR" ] || { clean_iptables; return 0; }
   # Pods first, while the kubelet still runs, so their sandboxes are torn down properly.
   if alive kubelet && alive kube-apiserver; then
     KUBECTL delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
@@ -272,6 +282,7 @@ down() {
   for c in kubelet kube-proxy kube-scheduler kube-controller-manager; do stop_pid "$c"; done
   local bin; bin=$(ls -d "${STEPSHOT_CACHE:-$HOME/.cache/stepshot}"/kube-* 2>/dev/null | head -1)
   [ -n "$bin" ] && [ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  clean_iptables
   stop_pid containerd
   # containerd's shims outlive it by design; they belong to this cluster's containerd root.
   pkill -9 -f "containerd-shim-runc-v2 -namespace k8s.io .*-address $DIR/run/containerd.sock" 2>/dev/null || true

@@ -46,9 +46,8 @@ def train_command(spec_file: Path, stage: Stage, workdir: Path) -> list[str]:
     ]
 
 
-def _run(cmd: list[str], log: Path) -> int:
+def _run(cmd: list[str]) -> int:
     """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half."""
-    log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
@@ -63,10 +62,9 @@ def _run(cmd: list[str], log: Path) -> int:
 
 
 def run_stage(spec_file: Path, stage: Stage, workdir: Path) -> int:
-    log = workdir / stage.name / "stage.log"
-    rc = _run(train_command(spec_file, stage, workdir), log)
+    rc = _run(train_command(spec_file, stage, workdir))
     if rc == 0:
-        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)), log)
+        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)))
     return rc
 
 
@@ -74,7 +72,7 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
     out = Layout(workdir).predictions(tag)
     if not out.exists():
         rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir),
-                              "--stages", ",".join(leaves), "--out", str(out)), workdir / "eval" / "eval.log")
+                              "--stages", ",".join(leaves), "--out", str(out)))
         if rc != 0:
             raise RuntimeError(f"evaluation of {tag} failed (exit {rc})")
     truth = spec.resolve(spec.evaluation.get("ground_truth"))

@@ -15,17 +15,14 @@ Every training stage ends with a snapshot of its selected checkpoint; a stage's
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 
 from stepshot.partition import Partition, build_tree
 from stepshot.space import get_space
-from stepshot.spec import Spec
+from stepshot.spec import Spec, SpecError
 
 ONESHOT = "oneshot"
 EVAL = "eval"
-MAX_NAME = 52  # leaves room for "-snap" and an Indexed Job's "-<index>" within 63
 
 
 @dataclass(frozen=True)
@@ -67,13 +64,6 @@ class Plan:
     def children(self, name: str) -> tuple[Stage, ...]:
         return tuple(s for s in self.stages if s.parent == name)
 
-    def lineage(self, name: str) -> tuple[Stage, ...]:
-        """The chain of stages from the one-shot stage to `name`."""
-        chain = [self.stage(name)]
-        while chain[-1].parent:
-            chain.append(self.stage(chain[-1].parent))
-        return tuple(reversed(chain))
-
 
 def partition_stage(partition_id: str) -> str:
     """Stage name of a partition: its id with dots as dashes ("s4w0.s3d1" -> "s4w0-s3d1")."""
@@ -86,9 +76,14 @@ def build_plan(spec: Spec) -> Plan:
     oneshot = Stage(ONESHOT, "train", 0, epochs=spec.one_shot.epochs, lr=spec.one_shot.lr,
                     warmup_epochs=spec.one_shot.warmup_epochs, **common)
     steps: list[tuple[Stage, ...]] = [(oneshot,)]
-    root = build_tree(get_space(spec.space), [])[0][0]
-    partitions: dict[str, Partition] = {ONESHOT: root}
     few = spec.few_shot
+    cuts = [s.to_dict() for s in few.steps] if few.mode == "partitioned" else []
+    try:
+        tree = build_tree(get_space(spec.space), cuts)
+    except ValueError as exc:   # a cut the space cannot make: the user's spec, not our bug
+        raise SpecError([f"spec.fewShot.steps: Invalid value: {exc}"]) from None
+    root = tree[0][0]
+    partitions: dict[str, Partition] = {ONESHOT: root}
     if few.mode == "grouped":
         overrides = few.lr_by_groups.to_dict()
         parent = ONESHOT
@@ -99,7 +94,6 @@ def build_plan(spec: Spec) -> Plan:
             steps.append((stage,))
             parent = stage.name
     elif few.mode == "partitioned":
-        tree = build_tree(get_space(spec.space), [s.to_dict() for s in few.steps])
         for i, level in enumerate(tree[1:], start=1):
             stages = []
             for part in level:
@@ -114,21 +108,3 @@ def build_plan(spec: Spec) -> Plan:
     steps.append((Stage(EVAL, "evaluate", len(steps)),))
     stages = tuple(s for step in steps for s in step)
     return Plan(stages=stages, steps=tuple(steps), leaves=leaves, partitions=partitions)
-
-
-def _dns(text: str) -> str:
-    text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    if len(text) <= MAX_NAME:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:MAX_NAME - 9].rstrip('-')}-{digest}"
-
-
-def job_name(resource: str, stage: Stage) -> str:
-    """Deterministic DNS-1123 name of a stage's Job (<= 52 chars)."""
-    return _dns(f"{resource}-{stage.name}")
-
-
-def snapshot_name(resource: str, stage: Stage) -> str:
-    """Deterministic name of a stage's snapshot Job / VolumeSnapshot."""
-    return _dns(f"{resource}-{stage.name}") + "-snap"

@@ -1,8 +1,7 @@
 """`stepshot render FILE.yaml`: the objects the operator would create, as multi-document YAML.
 
-A dry run without a cluster, from the operator's own builders (imported lazily: they are
-pure and torch-free, but belong to the operator package). Owner references are left out;
-the operator adds them when it creates the objects.
+A dry run without a cluster, from the same builders the operator creates its objects with
+(stepshot.manifests). Owner references are left out; the operator adds them.
 """
 from __future__ import annotations
 
@@ -11,7 +10,9 @@ import sys
 
 import yaml
 
-from stepshot.spec import SpecError, load_file
+from stepshot.manifests import Caps, Context, all_objects
+from stepshot.plan import build_plan
+from stepshot.spec import SpecError, load, load_file
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -33,10 +34,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stepshot_operator.builders import Caps, Context, all_objects
-    from stepshot.plan import build_plan
-    from stepshot.spec import load
-
     try:
         spec = load_file(args.file)
         if args.name or args.namespace:

@@ -238,12 +238,12 @@ def result_message(labels: dict, tau: float = 0.6123) -> str | None:
     """The termination message the real command of a Job with these labels writes: built by the
     same code (stepshot.workdir), so the fakes cannot drift from `stepshot snapshot`/`evaluate`."""
     from stepshot.workdir import EvaluationResult, SnapshotResult
-    from stepshot_operator import builders
+    from stepshot import manifests
 
-    component = labels.get(builders.LABEL_COMPONENT)
+    component = labels.get(manifests.LABEL_COMPONENT)
     if component == "snapshot":
-        stage = labels[builders.LABEL_STAGE]
-        return SnapshotResult(stage=stage, partition=labels[builders.LABEL_PARTITION], epoch=3,
+        stage = labels[manifests.LABEL_STAGE]
+        return SnapshotResult(stage=stage, partition=labels[manifests.LABEL_PARTITION], epoch=3,
                               file=f"{stage}/checkpoints/epoch-0003.pt", sha256="0" * 64).message()
     if component == "evaluate":
         return EvaluationResult(n=50, kendall_tau=tau, spearman=0.8, pearson=0.79).message()

@@ -24,8 +24,9 @@ import kopf
 
 from stepshot.spec import GROUP, KIND, PLURAL, VERSION
 
-from stepshot_operator import builders, k8s, metrics, reconcile
-from stepshot_operator.builders import Caps
+from stepshot import manifests
+from stepshot_operator import k8s, metrics, reconcile
+from stepshot.manifests import Caps
 
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_RESYNC_SECONDS = 10.0
@@ -50,7 +51,7 @@ class State:
 def _forget(state: State, namespace: str, name: str) -> None:
     """Drop what the operator keeps about a resource that is gone (or going)."""
     state.entries.pop((namespace, name), None)
-    state.ensured.discard(("ConfigMap", namespace, builders.config_map_name(name)))
+    state.ensured.discard(("ConfigMap", namespace, manifests.config_map_name(name)))
     metrics.forget_resource(namespace, name)
 
 
@@ -102,7 +103,7 @@ async def training_event(type: str | None, name: str, namespace: str, memo: kopf
     await reconcile_training(state, namespace, name, logger)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={builders.LABEL_TRAINING: kopf.PRESENT})
+@kopf.on.event("batch", "v1", "jobs", labels={manifests.LABEL_TRAINING: kopf.PRESENT})
 async def job_event(meta: kopf.Meta, namespace: str, memo: kopf.Memo, logger: logging.Logger,
                     **_: Any) -> None:
     owner = next((ref["name"] for ref in meta.get("ownerReferences") or []
@@ -139,7 +140,7 @@ async def reconcile_training(state: State, namespace: str, name: str, logger: lo
 
 async def _reconcile_once(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
     kube = state.kube
-    sel = builders.selector(name)
+    sel = manifests.selector(name)
     body, jobs = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
                                       asyncio.to_thread(kube.list_jobs, namespace, sel))
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -147,17 +148,18 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
         return
     terminations = {}
     if reconcile.terminations_needed(body, jobs):
-        terminations = await asyncio.to_thread(kube.list_terminations, namespace, sel, builders.LABEL_JOB)
+        terminations = await asyncio.to_thread(kube.list_terminations, namespace, sel, manifests.LABEL_JOB)
     snapshots = {}
     if state.caps.volume_snapshots:
         snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
+    current = reconcile.load_resource(body)        # validated once for the whole pass
     started = None
-    if reconcile.started_spec_needed(body, jobs):  # only after an edit: the Jobs' spec hash differs
-        started = builders.spec_from_config_map(
-            await asyncio.to_thread(kube.get_config_map, namespace, builders.config_map_name(name)))
+    if reconcile.started_spec_needed(current, jobs):  # only after an edit: the Jobs' spec hash differs
+        started = manifests.spec_from_config_map(
+            await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name)))
     observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
                                   started_spec=started)
-    result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc))
+    result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc), current)
 
     for obj in result.create:
         key = (obj["kind"], namespace, obj["metadata"]["name"])

@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from stepshot.plan import Plan, Stage, build_plan, job_name, snapshot_name
+from stepshot.names import job_name, snapshot_name
+from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
 
-from stepshot_operator import builders
-from stepshot_operator.builders import Caps, Context
+from stepshot import manifests
+from stepshot.manifests import Caps, Context
 
 PENDING, RUNNING, SNAPSHOTTING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Snapshotting", "Succeeded", "Failed", "Suspended")
@@ -175,24 +176,33 @@ class _StageView:
 SPEC_CHANGED = "SpecChanged"
 
 
-def effective_spec(body: Mapping, started: Mapping | None) -> tuple[Spec, str | None]:
+def load_resource(body: Mapping) -> Spec | SpecError:
+    """The resource's own spec, validated and defaulted once per pass (or why it is invalid)."""
+    try:
+        return load(dict(body))
+    except SpecError as exc:
+        return exc
+
+
+def effective_spec(body: Mapping, current: Spec | SpecError, started: Mapping | None) -> tuple[Spec, str | None]:
     """The spec to reconcile with, and why the resource's edits are not applied (None: no edits).
 
-    Before the first Job that is the resource's own spec. After it, the spec the pods read
-    (`started`, from the ConfigMap) with the resource's runtime controls; of an invalid
-    edit only valid runtime controls count."""
+    Before the first Job that is the resource's own spec (`current`). After it, the spec the
+    pods read (`started`, from the ConfigMap) with the resource's runtime controls; of an
+    invalid edit only valid runtime controls count."""
     if started is None:
-        return load(dict(body)), None
-    try:
-        current = load(dict(body)).raw["spec"]
-    except SpecError as exc:
-        message = f"the edited spec is invalid and is not applied ({'; '.join(exc.errors)}); the run goes on unchanged"
+        if isinstance(current, SpecError):
+            raise current
+        return current, None
+    if isinstance(current, SpecError):
+        message = f"the edited spec is invalid and is not applied ({'; '.join(current.errors)}); the run goes on unchanged"
         try:  # a valid suspend still counts, or a typo elsewhere would resume a suspended run
             return _with_runtime(body, started, body.get("spec") or {}), message
         except SpecError:
             return load({**body, "spec": dict(started)}), message
-    spec = _with_runtime(body, started, current)
-    changed = changed_fields(started, current)
+    edited = current.raw["spec"]
+    spec = _with_runtime(body, started, edited)
+    changed = changed_fields(started, edited)
     if not changed:
         return spec, None
     return spec, (f"edits after the first stage Job are not applied ({', '.join(changed)}): the run goes on "
@@ -205,17 +215,15 @@ def _with_runtime(body: Mapping, started: Mapping, source: Mapping) -> Spec:
     return load({**body, "spec": {**training_fields(started), **runtime}})
 
 
-def started_spec_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
+def started_spec_needed(current: Spec | SpecError, jobs: Mapping[str, dict]) -> bool:
     """Whether to read the spec ConfigMap: some Job was made from a spec other than the
     resource's current one (the hash annotation every child carries)."""
     if not jobs:
         return False
-    try:
-        current = load(dict(body)).spec_hash
-    except SpecError:
+    if isinstance(current, SpecError):
         return True
-    return any(((job.get("metadata") or {}).get("annotations") or {}).get(builders.ANNOTATION_SPEC_HASH) != current
-               for job in jobs.values())
+    return any(((job.get("metadata") or {}).get("annotations") or {}).get(manifests.ANNOTATION_SPEC_HASH)
+               != current.spec_hash for job in jobs.values())
 
 
 def _condition_true(status: Mapping, ctype: str) -> bool:
@@ -230,29 +238,30 @@ def _spec_condition(edit: str | None, old: Mapping, generation: int | None, now:
 
 # --------------------------------------------------------------------------- the state machine
 
-def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> Result:
+def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
+              current: Spec | SpecError | None = None) -> Result:
+    """One pass. `current` is `load_resource(body)` when the caller already has it."""
     old = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     try:
-        spec, edit = effective_spec(body, observed.started_spec)
+        spec, edit = effective_spec(body, load_resource(body) if current is None else current,
+                                    observed.started_spec)
         if not spec.storage.get("claim_name"):
             raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
                              "PersistentVolumeClaim for checkpoints and snapshots"])
         plan = build_plan(spec)
-    except SpecError as exc:
+    except SpecError as exc:   # anything else is a bug of ours, not the user's: it propagates
         return _invalid(old, generation, "; ".join(exc.errors), now)
-    except (ValueError, KeyError) as exc:
-        return _invalid(old, generation, str(exc), now)
     ctx = Context(spec, plan, caps)
     mode = spec.few_shot.mode
     old_stages: Mapping[str, dict] = old.get("stages") or {}
 
     views: dict[str, _StageView] = {}
     for stage in plan.stages:
-        names = builders.train_job_names(ctx, stage) if stage.is_train else [job_name(spec.name, stage)]
+        names = manifests.train_job_names(ctx, stage) if stage.is_train else [job_name(spec.name, stage.name)]
         view = _StageView(stage, names, _aggregate([job_state(observed.jobs.get(n)) for n in names]))
         if stage.is_train:
-            view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage)))
+            view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage.name)))
         _derive(view, observed, spec.name, mode, (old_stages.get(stage.name) or {}).get("message"))
         views[stage.name] = view
 
@@ -265,8 +274,8 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime) -> R
     if not suspended and evaluation.state != SUCCEEDED:
         create, starting = _next_objects(ctx, views, observed, failed=bool(failed))
         if any(o["kind"] == "Job" for o in create):
-            create.insert(0, builders.spec_config_map(ctx))
-            account = builders.trainer_service_account(ctx)
+            create.insert(0, manifests.spec_config_map(ctx))
+            account = manifests.trainer_service_account(ctx)
             if account:
                 create.insert(0, account)
     for name in starting:
@@ -326,7 +335,7 @@ def _derive(view: _StageView, observed: Observed, resource: str, mode: str, old_
     elif view.snapshot == SUCCEEDED:
         view.state = SUCCEEDED
     elif view.snapshot == FAILED:
-        name = snapshot_name(resource, stage)
+        name = snapshot_name(resource, stage.name)
         view.state, view.reason = FAILED, "SnapshotFailed"
         view.failure = _failure_message(f"snapshot of {_what(stage, mode)}", observed.jobs[name], observed,
                                         old_message)
@@ -356,9 +365,9 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
     for view in views.values():
         if view.stage.is_train and view.train == SUCCEEDED:
             if view.snapshot == ABSENT:
-                create.append(builders.snapshot_job(ctx, view.stage))
-            elif view.snapshot == SUCCEEDED and builders.wants_volume_snapshot(ctx):
-                vs = builders.volume_snapshot(ctx, view.stage)
+                create.append(manifests.snapshot_job(ctx, view.stage))
+            elif view.snapshot == SUCCEEDED and manifests.wants_volume_snapshot(ctx):
+                vs = manifests.volume_snapshot(ctx, view.stage)
                 if vs["metadata"]["name"] not in observed.volume_snapshots:
                     create.append(vs)
     if failed:
@@ -367,7 +376,7 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
     # Repair a partially created multi-Job stage (operator died between its creates).
     for view in views.values():
         if view.stage.is_train and view.state == RUNNING and any(n not in observed.jobs for n in view.jobs):
-            create += [o for o in builders.train_objects(ctx, view.stage)
+            create += [o for o in manifests.train_objects(ctx, view.stage)
                        if o["kind"] != "Job" or o["metadata"]["name"] not in observed.jobs]
 
     running_fewshot = sum(1 for v in views.values()
@@ -384,11 +393,11 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
                 if budget <= 0:
                     continue
                 budget -= 1
-            create += builders.train_objects(ctx, stage)
+            create += manifests.train_objects(ctx, stage)
         else:
             if any(views[leaf].state != SUCCEEDED for leaf in plan.leaves):
                 continue
-            create.append(builders.eval_job(ctx, stage))
+            create.append(manifests.eval_job(ctx, stage))
         starting.add(stage.name)
     return create, starting
 
@@ -408,13 +417,13 @@ def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mappi
         "message": view.failure,
     })
     if stage.is_train:
-        snap_name = snapshot_name(ctx.name, stage)
+        snap_name = snapshot_name(ctx.name, stage.name)
         snap_job = observed.jobs.get(snap_name)
         snapshot = _compact({
             "job": snap_name, "state": view.snapshot,
             "completionTime": (snap_job.get("status") or {}).get("completionTime") if snap_job else None,
         })
-        if builders.wants_volume_snapshot(ctx) and snap_name in observed.volume_snapshots:
+        if manifests.wants_volume_snapshot(ctx) and snap_name in observed.volume_snapshots:
             ready = (observed.volume_snapshots[snap_name].get("status") or {}).get("readyToUse", False)
             snapshot["volumeSnapshot"] = {"name": snap_name, "readyToUse": bool(ready)}
         entry["snapshot"] = snapshot
@@ -576,8 +585,8 @@ def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
     stages = status.get("stages") or {}
     for name, job in jobs.items():
         state = job_state(job)
-        component = ((job.get("metadata") or {}).get("labels") or {}).get(builders.LABEL_COMPONENT)
-        stage = ((job.get("metadata") or {}).get("labels") or {}).get(builders.LABEL_STAGE, "")
+        component = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_COMPONENT)
+        stage = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_STAGE, "")
         if state == FAILED and not (stages.get(stage) or {}).get("message"):
             return True
         if state == SUCCEEDED and component == "snapshot" and "checkpoint" not in (stages.get(stage) or {}):

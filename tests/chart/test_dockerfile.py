@@ -126,8 +126,8 @@ def test_non_root(target):
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (runAsNonRoot needs a number)"
     # the operator's Job builders run trainer pods as this uid as well
-    from stepshot_operator import builders
-    assert int(uid) == builders.UID
+    from stepshot import manifests
+    assert int(uid) == manifests.UID
 
 
 def test_operator_image_has_no_torch_and_the_trainer_pins_its_torch():
@@ -174,7 +174,7 @@ def test_copied_sources_exist_and_are_not_dockerignored():
 def test_modules_the_trainer_jobs_run_exist():
     """The operator's Job builders run `python -m torch.distributed.run -m stepshot.cli ...`
     and `python -m stepshot.cli snapshot|evaluate` in the trainer image."""
-    text = (ROOT / "operator" / "stepshot_operator" / "builders.py").read_text()
+    text = (ROOT / "stepshot" / "manifests.py").read_text()
     modules = set(re.findall(r'"-m",\s*"([\w.]+)"', text))
     assert "stepshot.cli" in modules
     for module in modules:
@@ -211,6 +211,6 @@ def test_chart_ports_match_operator_defaults():
     assert values["metrics"]["service"]["port"] == values["operator"]["metricsPort"]
     assert values["operator"]["healthPort"] == 8081
     # the trainer pods' metrics port is named as the PodMonitor expects
-    text = (ROOT / "operator" / "stepshot_operator" / "builders.py").read_text()
+    text = (ROOT / "stepshot" / "manifests.py").read_text()
     assert f'"name": "{values["trainer"]["metricsPortName"]}"' in text
     assert values["image"]["repository"].endswith("stepshot-operator")

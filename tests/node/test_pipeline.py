@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from localnode import CLUSTER_DIR, RELEASE_NS, ROOT, Node, timing, wait_for
+from localnode import CLUSTER_DIR, RELEASE_NS, ROOT, TIMINGS, Node, timing, wait_for
 from stepshot.workdir import Layout
 
 EXAMPLE = ROOT / "examples" / "fmnist-cluster.yaml"
@@ -72,14 +72,17 @@ def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def report_pod_overheads(node: Node, namespace: str, name: str, label: str) -> None:
-    """Pod created -> container started, per stage pod (scheduling, sandbox, image, mounts)."""
-    for pod in children(node, namespace, name, "pods"):
+def report_pod_times(node: Node, namespace: str, name: str, label: str) -> None:
+    """Per stage pod: created -> container started (scheduling, sandbox, mounts), and the
+    container's own run time (Python and torch start-up included). Timestamps have 1 s steps."""
+    for pod in sorted(children(node, namespace, name, "pods"), key=lambda p: p["metadata"]["creationTimestamp"]):
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            started = ((cs.get("state") or {}).get("terminated") or {}).get("startedAt")
-            if started:
-                seconds = (_ts(started) - _ts(pod["metadata"]["creationTimestamp"])).total_seconds()
-                timing(f"{label} pod start overhead {pod['metadata']['labels'].get('stepshot.dev/job')}", seconds)
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("startedAt"):
+                start = (_ts(term["startedAt"]) - _ts(pod["metadata"]["creationTimestamp"])).total_seconds()
+                ran = (_ts(term["finishedAt"]) - _ts(term["startedAt"])).total_seconds()
+                TIMINGS.append(f"{label} pod {pod['metadata']['labels'].get('stepshot.dev/job')}: start overhead "
+                               f"{start:.0f} s, ran {ran:.0f} s (exit {term.get('exitCode')})")
 
 
 def assert_succeeded(node: Node, body: dict, work: Path, stages: list[str]) -> None:
@@ -132,7 +135,7 @@ def test_grouped_run_succeeds_with_tau_checkpoints_events_and_metrics(operator):
     body = wait_phase(node, namespace, name, 900)
     timing("grouped G=2 (2 train + 2 snapshot + 1 eval pods): apply -> Succeeded", time.monotonic() - start)
     assert_succeeded(node, body, work, ["oneshot", "g2"])
-    report_pod_overheads(node, namespace, name, "grouped")
+    report_pod_times(node, namespace, name, "grouped")
 
     # Stage pods run as the chart's trainer identity in a namespace the chart never saw,
     # without an API token.
@@ -183,7 +186,7 @@ def test_partitioned_run_survives_an_operator_restart_and_a_killed_partition_pod
     retried = jobs[f"{name}-s4w0"]["status"]
     assert retried["succeeded"] == 1 and retried.get("failed", 0) == 1
     assert len(children(node, namespace, name, "pods")) == len(jobs) + 1
-    report_pod_overheads(node, namespace, name, "partitioned")
+    report_pod_times(node, namespace, name, "partitioned")
 
 
 def test_a_failing_stage_fails_the_run_and_shows_its_log_tail(operator):

@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from apiserver import ApiServer, finish_job, result_message, terminated_pod
-from stepshot.plan import build_plan, job_name, snapshot_name
+from stepshot.names import job_name, snapshot_name
+from stepshot.plan import build_plan
 from stepshot.spec import GROUP, PLURAL, VERSION, load
 
 LATENCIES: list[float] = []   # child Job finished -> next stage's Job visible, seconds (all runs)
@@ -86,9 +87,9 @@ class Training:
         self.plan = build_plan(load(body))
         self.kinds: dict[str, tuple[str, object]] = {}
         for stage in self.plan.stages:
-            self.kinds[job_name(self.name, stage)] = ("train" if stage.is_train else "evaluate", stage)
+            self.kinds[job_name(self.name, stage.name)] = ("train" if stage.is_train else "evaluate", stage)
             if stage.is_train:
-                self.kinds[snapshot_name(self.name, stage)] = ("snapshot", stage)
+                self.kinds[snapshot_name(self.name, stage.name)] = ("snapshot", stage)
         self.uids: dict[str, str] = {}
         self.frozen: set[str] = set()
         self.latencies: list[float] = []
@@ -134,13 +135,13 @@ class Training:
     def expected_after(self, name: str) -> set[str]:
         kind, stage = self.kinds[name]
         if kind == "train":
-            return {snapshot_name(self.name, stage)}
+            return {snapshot_name(self.name, stage.name)}
         if kind == "evaluate":
             return set()
         self.frozen.add(stage.name)
-        out = {job_name(self.name, child) for child in self.plan.children(stage.name)}
+        out = {job_name(self.name, child.name) for child in self.plan.children(stage.name)}
         if set(self.plan.leaves) <= self.frozen:
-            out.add(job_name(self.name, self.plan.stages[-1]))
+            out.add(job_name(self.name, self.plan.stages[-1].name))
         return out
 
     def step(self, name: str) -> set[str]:
@@ -155,7 +156,7 @@ class Training:
 
     def run(self, queue: list[str] | None = None, stop_before: str | None = None) -> list[str]:
         """Finish Jobs first-in first-out until none is left (or `stop_before` is next)."""
-        queue = list(queue or [job_name(self.name, self.plan.stages[0])])
+        queue = list(queue or [job_name(self.name, self.plan.stages[0].name)])
         self.wait_jobs(set(queue))
         while queue and queue[0] != stop_before:
             name = queue.pop(0)

@@ -2,12 +2,12 @@
 import copy
 from datetime import datetime, timedelta, timezone
 
+from stepshot import manifests
+from stepshot.manifests import Caps
 from stepshot.plan import build_plan
 from stepshot.spec import load
 from stepshot.workdir import EvaluationResult, SnapshotResult
-from stepshot_operator import builders
 from stepshot_operator import reconcile as rc
-from stepshot_operator.builders import Caps
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BASE = {
@@ -48,9 +48,9 @@ class Cluster:
 
     def step(self, now=NOW):
         started = None
-        if rc.started_spec_needed(self.body, self.jobs):
+        if rc.started_spec_needed(rc.load_resource(self.body), self.jobs):
             self.reads += 1
-            started = builders.spec_from_config_map(self.config_map)
+            started = manifests.spec_from_config_map(self.config_map)
         # Pods are listed only when the handler would list them.
         terms = self.terms if rc.terminations_needed(self.body, self.jobs) else {}
         result = rc.reconcile(self.body, rc.Observed(self.jobs, terms, started_spec=started), self.caps, now)
@@ -219,6 +219,15 @@ def test_invalid_spec_is_failed_with_the_field():
     assert "spec.storage.claimName" in cond["message"] and r.create == ()
 
 
+def test_a_cut_the_space_cannot_make_is_the_users_invalid_spec():
+    body = resource(fewShot={"mode": "partitioned", "steps": [{"dimension": "width", "stage": 1, "parts": 3},
+                                                                    {"dimension": "width", "stage": 1, "parts": 2}]})
+    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
+    assert cond["reason"] == "InvalidSpec" and cond["message"].startswith("spec.fewShot.steps: Invalid value:")
+    assert "cannot cut" in cond["message"] and r.create == ()
+
+
 def test_condition_transition_time_is_kept_while_unchanged():
     c = Cluster(resource())
     c.step()
@@ -287,7 +296,7 @@ def test_edits_after_start_are_reported_not_half_applied():
     c.finish("demo-oneshot-snap")
     assert jobs_of(c.step()) == ["demo-s4w0", "demo-s4w1"]              # the partitioned plan it started with
     original = load(resource())
-    assert c.config_map["data"] == builders.spec_config_map(builders.Context(original, build_plan(original), Caps()))["data"]
+    assert c.config_map["data"] == manifests.spec_config_map(manifests.Context(original, build_plan(original), Caps()))["data"]
     c.body["spec"]["fewShot"] = copy.deepcopy(BASE["spec"]["fewShot"])  # edit undone
     r = c.step()
     assert _spec_condition(r.status)["status"] == "False" and c.reads > 0
@@ -314,14 +323,14 @@ def test_runtime_controls_still_apply_and_a_bad_edit_changes_nothing():
 
 def test_started_spec_is_read_only_after_an_edit():
     body = resource()
-    assert not rc.started_spec_needed(body, {})
+    assert not rc.started_spec_needed(rc.load_resource(body), {})
     c = Cluster(body)
     c.step()
-    assert not rc.started_spec_needed(c.body, c.jobs)
-    assert rc.started_spec_needed(resource(training={"seed": 7}), c.jobs)
-    assert not rc.started_spec_needed(resource(suspend=True), c.jobs)
-    assert builders.spec_from_config_map({"data": {"spec.yaml": "{: bad"}}) is None
-    assert builders.spec_from_config_map(None) is None
+    assert not rc.started_spec_needed(rc.load_resource(c.body), c.jobs)
+    assert rc.started_spec_needed(rc.load_resource(resource(training={"seed": 7})), c.jobs)
+    assert not rc.started_spec_needed(rc.load_resource(resource(suspend=True)), c.jobs)
+    assert manifests.spec_from_config_map({"data": {"spec.yaml": "{: bad"}}) is None
+    assert manifests.spec_from_config_map(None) is None
 
 
 def test_trainer_service_account_is_ensured_with_the_first_jobs_and_owned_by_no_resource():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stepshot.space import get_space, parse_arch, sample_arch
-from stepshot_trainer.split import GroupedSuperNet, build_model, group_caps, lr_factors, route
+from stepshot_trainer.split import GroupedSuperNet, build_model, group_caps, lr_factors
+from stepshot_trainer.supernet import route_caps
 from stepshot_trainer.supernet import SuperNet
 from trainer_helpers import randomize_bn
 
@@ -26,6 +27,10 @@ def test_group_caps_follow_the_spec_table():
     assert [len(group_caps(R48, s, 7)) for s in range(4)] == [3, 6, 7, 7]  # Figure 1: saturation
     assert group_caps(R48, 1, 6) == group_caps(R48, 1, 7) == (88, 96, 104, 112, 120, 128)
     assert group_caps(R48, 3, 6)[0] == 384
+
+
+def route(space, arch, groups):
+    return route_caps(tuple(group_caps(space, s, groups) for s in range(4)), arch)
 
 
 def test_route_is_first_cap_at_least_the_width():

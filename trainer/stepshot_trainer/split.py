@@ -23,9 +23,9 @@ conv/FC weights only (the code decays BN and bias too in the diff-lr stages).
 """
 from __future__ import annotations
 
-from stepshot.space import Arch, SearchSpace, get_space
+from stepshot.space import SearchSpace, get_space
 from stepshot_trainer.layers import copy_prefix
-from stepshot_trainer.supernet import DynamicResNet, SuperNet, route_caps
+from stepshot_trainer.supernet import DynamicResNet, SuperNet
 
 
 def group_caps(space: SearchSpace | str, stage: int, groups: int) -> tuple[int, ...]:
@@ -33,11 +33,6 @@ def group_caps(space: SearchSpace | str, stage: int, groups: int) -> tuple[int, 
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     return get_space(space).stage_widths(stage)[-groups:]
-
-
-def route(space: SearchSpace | str, arch: Arch, groups: int) -> tuple[int, int, int, int]:
-    """Group index per stage of `arch` at G = `groups`."""
-    return route_caps(tuple(group_caps(space, s, groups) for s in range(4)), arch)  # type: ignore[return-value]
 
 
 def lr_factors(space: SearchSpace | str, groups: int) -> tuple[tuple[float, ...], ...]:

@@ -14,7 +14,6 @@ forward passes per step. BN uses per-rank batch statistics, as the paper (§7.11
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -261,7 +260,6 @@ class StageTrainer:
     # ---- checkpoints
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": {"step": self.step, "total": self.total_steps, "warmup": self.warmup_steps},
                 "epoch": self.epoch, "step": self.step, "rng": rng_state(),
                 "selection": dict(self.taus)}
 

@@ -1,7 +1,7 @@
 """Pure manifest builders: (spec, plan stage, server capabilities) -> Kubernetes object dicts.
 
-No kopf, no kubernetes client: `stepshot render` prints exactly what these return, and the
-operator creates exactly that (plus owner references from `kopf.adopt`).
+Torch-free core, no kopf, no kubernetes client: `stepshot render` prints exactly what these
+return, and the operator creates exactly that (plus owner references from `kopf.adopt`).
 
 Every pod runs the trainer image as a non-root user with a read-only root filesystem and
 no service-account token: trainer pods have no API rights. What the operator needs back
@@ -10,14 +10,13 @@ message, a file named by env STEPSHOT_TERMINATION_LOG.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import yaml
 
-from stepshot.plan import Plan, Stage, job_name, snapshot_name
+from stepshot.names import config_map_name, job_name, label_value, snapshot_name
+from stepshot.plan import Plan, Stage
 from stepshot.spec import API_VERSION, KIND, Spec
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
@@ -74,28 +73,9 @@ class Context:
         return self.spec.namespace
 
 
-def label_value(text: str) -> str:
-    """A valid label value (<= 63 chars, alnum ends); long values keep a hash suffix."""
-    text = re.sub(r"[^A-Za-z0-9._-]", "-", text).strip("-._")
-    if len(text) <= 63:
-        return text
-    return f"{text[:54].rstrip('-._')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
 def selector(resource: str) -> str:
     """Label selector of every child of a SupernetTraining."""
     return f"{LABEL_TRAINING}={label_value(resource)}"
-
-
-def _dns(text: str, limit: int = 63) -> str:
-    text = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit - 9].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-def config_map_name(resource: str) -> str:
-    return _dns(f"{resource}-spec")
 
 
 def labels(ctx: Context, stage: Stage | None = None, component: str | None = None) -> dict[str, str]:
@@ -248,7 +228,7 @@ def _job(ctx: Context, name: str, lbl: dict[str, str], pod_spec: dict, **spec_ex
 
 def train_job_names(ctx: Context, stage: Stage) -> list[str]:
     """The Jobs that run a training stage: one, or one per node where Indexed Jobs are missing."""
-    base = job_name(ctx.name, stage)
+    base = job_name(ctx.name, stage.name)
     if stage.nodes > 1 and not ctx.caps.indexed_jobs:
         return [f"{base}-{rank}" for rank in range(stage.nodes)]
     return [base]
@@ -277,7 +257,7 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
       DNS names, and so PET_MASTER_ADDR, are the same in both layouts.
     """
     res = ctx.spec.resources
-    base = job_name(ctx.name, stage)
+    base = job_name(ctx.name, stage.name)
     lbl = labels(ctx, stage, "train")
     volumes, mounts = _volumes(ctx, shm=True)
     gpus = res.gpus_per_node
@@ -334,7 +314,7 @@ def snapshot_job(ctx: Context, stage: Stage) -> dict:
     command = ["python", "-m", "stepshot.cli", "snapshot", SPEC_FILE, "--stage", stage.name,
                "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts)
-    return _job(ctx, snapshot_name(ctx.name, stage), labels(ctx, stage, "snapshot"),
+    return _job(ctx, snapshot_name(ctx.name, stage.name), labels(ctx, stage, "snapshot"),
                 _pod_spec([container], volumes))
 
 
@@ -350,7 +330,7 @@ def volume_snapshot(ctx: Context, stage: Stage) -> dict:
     if ctx.spec.storage.get("volume_snapshot_class_name"):
         spec["volumeSnapshotClassName"] = ctx.spec.storage.volume_snapshot_class_name
     return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": _meta(ctx, snapshot_name(ctx.name, stage), labels(ctx, stage, "snapshot")),
+            "metadata": _meta(ctx, snapshot_name(ctx.name, stage.name), labels(ctx, stage, "snapshot")),
             "spec": spec}
 
 
@@ -363,7 +343,7 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
     command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, min(res.gpus_per_node, 1)),
                            mounts, _threads(res.cpu, 1))
-    return _job(ctx, job_name(ctx.name, stage), labels(ctx, stage, "evaluate"), _pod_spec([container], volumes))
+    return _job(ctx, job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"), _pod_spec([container], volumes))
 
 
 # --------------------------------------------------------------------------- all of it (render)
