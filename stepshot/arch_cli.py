@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 
 from stepshot.archsets import MODES, challenge_format, stratified_archs
+from stepshot.errors import StepshotError
 from stepshot.space import SPACES, ArchError, complexity, get_space, parse_arch, sample_arch
 
 MAX_TRIES_PER_CODE = 100  # guards `sample` against asking for more codes than can be drawn
@@ -24,8 +24,7 @@ def _describe(args: argparse.Namespace) -> int:
     try:
         arch = parse_arch(args.code, space)
     except ArchError as err:
-        print(f"stepshot arch describe: invalid code for {space.name}: {err}", file=sys.stderr)
-        return 2
+        raise ArchError(f"invalid code for {space.name}: {err}") from None
     params, macs = complexity(arch)
     print(json.dumps({
         "code": arch.encode(),
@@ -44,13 +43,11 @@ def _sample(args: argparse.Namespace) -> int:
         codes = [a.encode() for a in stratified_archs(args.space, args.n, args.seed, mode=args.stratified)]
     else:
         codes = _random_codes(args)
-        if codes is None:
-            return 2
     print(json.dumps(challenge_format([parse_arch(c, args.space) for c in codes]) if args.challenge else codes))
     return 0
 
 
-def _random_codes(args: argparse.Namespace) -> list[str] | None:
+def _random_codes(args: argparse.Namespace) -> list[str]:
     rng = random.Random(args.seed)
     codes: dict[str, None] = {}  # insertion-ordered set
     for _ in range(MAX_TRIES_PER_CODE * max(args.n, 1)):
@@ -58,8 +55,7 @@ def _random_codes(args: argparse.Namespace) -> list[str] | None:
             break
         codes[sample_arch(args.space, rng).encode()] = None
     if len(codes) < args.n:
-        print(f"stepshot arch sample: drew only {len(codes)} distinct codes", file=sys.stderr)
-        return None
+        raise StepshotError(f"drew only {len(codes)} distinct codes")
     return list(codes)
 
 

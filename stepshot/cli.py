@@ -2,7 +2,8 @@
 
 Each sub-command lives in the module that owns it and exposes
 `register(parser: argparse.ArgumentParser) -> None`, which adds its arguments
-and sets `parser.set_defaults(func=...)`; `func(args) -> int` is the exit code.
+and sets `parser.set_defaults(func=...)`; `func(args) -> int` is the exit code. A command
+reports bad input by raising a `StepshotError` (stepshot/errors.py); `main` prints it.
 Modules are imported lazily so that torch-free commands (arch, correlate,
 render, crd) never pay for importing torch.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from stepshot.errors import StepshotError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     register = getattr(module, f"register_{name}", None) or module.register
     register(parser)
     args = parser.parse_args(argv[1:])
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except StepshotError as exc:    # the one exit-code policy (stepshot/errors.py)
+        print(f"stepshot {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
+
+from stepshot.errors import StepshotError
 
 TOP_FRACTIONS = (0.05, 0.10, 0.20, 0.50)
 
 
-class FormatError(ValueError):
+class FormatError(StepshotError, ValueError):
     """The file is not one of the accepted accuracy formats."""
 
 
@@ -123,10 +124,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_correlate(args: argparse.Namespace) -> int:
-    try:
-        pred, truth = load_accuracies(args.pred), load_accuracies(args.truth)
-    except FormatError as exc:
-        print(f"stepshot correlate: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+    pred, truth = load_accuracies(args.pred), load_accuracies(args.truth)
     print(json.dumps(correlate(pred, truth)))
     return 0

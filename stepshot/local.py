@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepshot import correlate as corr
+from stepshot.errors import RunFailed
 from stepshot.plan import Plan, Stage, build_plan
-from stepshot.spec import Spec, SpecError, load_file
+from stepshot.spec import Spec, load_file
 from stepshot.workdir import Layout
 
 
@@ -74,7 +75,7 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
         rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir),
                               "--stages", ",".join(leaves), "--out", str(out)))
         if rc != 0:
-            raise RuntimeError(f"evaluation of {tag} failed (exit {rc})")
+            raise RunFailed(f"evaluation of {tag} failed (exit {rc})")
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
     if truth is None or not truth.exists():
         if truth is not None:
@@ -118,7 +119,7 @@ def run(spec_file: Path, workdir: Path) -> list[StageResult]:
             result.seconds = time.monotonic() - start
             if rc != 0:
                 result.status = "failed"
-                raise RuntimeError(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
+                raise RunFailed(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
             result.status = "done"
         leaves = evals.get(step[0].step)
         if leaves:
@@ -164,20 +165,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        spec = load_file(args.file)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    spec = load_file(args.file)
     workdir = (args.workdir or Path("runs") / spec.name).resolve()
     try:
         results = run(args.file.resolve(), workdir)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     write_report(spec, results, workdir)
     print()
     print(stage_table(results))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepshot.errors import StepshotError
+
 from stepshot.partition import Partition, build_tree
 from stepshot.space import get_space
 from stepshot.spec import Spec, SpecError
@@ -55,7 +57,7 @@ class Plan:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(f"no stage {name!r} in the plan; stages: {[s.name for s in self.stages]}")
+        raise StepshotError(f"no stage {name!r} in the plan; stages: {[s.name for s in self.stages]}")
 
     @property
     def train_stages(self) -> tuple[Stage, ...]:

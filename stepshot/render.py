@@ -6,13 +6,12 @@ A dry run without a cluster, from the same builders the operator creates its obj
 from __future__ import annotations
 
 import argparse
-import sys
 
 import yaml
 
 from stepshot.manifests import Caps, Context, all_objects
 from stepshot.plan import build_plan
-from stepshot.spec import SpecError, load, load_file
+from stepshot.spec import load, load_file
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -34,15 +33,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        spec = load_file(args.file)
-        if args.name or args.namespace:
-            raw = dict(spec.raw, metadata=dict(spec.raw.get("metadata") or {}))
-            raw["metadata"].update({k: v for k, v in (("name", args.name), ("namespace", args.namespace)) if v})
-            spec = load(raw, spec.base_dir)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    spec = load_file(args.file)
+    if args.name or args.namespace:
+        raw = dict(spec.raw, metadata=dict(spec.raw.get("metadata") or {}))
+        raw["metadata"].update({k: v for k, v in (("name", args.name), ("namespace", args.namespace)) if v})
+        spec = load(raw, spec.base_dir)
     major, minor = (int(x) for x in args.kube_version.split(".")[:2])
     ctx = Context(spec, build_plan(spec), Caps(version=(major, minor), volume_snapshots=args.volume_snapshots))
     print(yaml.dump_all(all_objects(ctx), Dumper=_NoAliases, sort_keys=False), end="")

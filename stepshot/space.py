@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Sequence, Union
 
+from stepshot.errors import StepshotError
+
 RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # ratio codes 1..7
 CODES = tuple(range(1, len(RATIOS) + 1))
 CODE_LEN = 52
@@ -37,7 +39,7 @@ BLOCKS_AT = 6  # position of the first (mid, out) pair
 RatioCodes = Union[Sequence[int], Sequence[Sequence[int]]]  # one list, or one per stage
 
 
-class ArchError(ValueError):
+class ArchError(StepshotError, ValueError):
     """An invalid architecture code; the message names position, value and what is allowed."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from stepshot.errors import StepshotError
+
 GROUP = "stepshot.dev"
 VERSION = "v1alpha1"
 KIND = "SupernetTraining"
@@ -273,7 +275,7 @@ def reference_markdown() -> str:
 
 # --------------------------------------------------------------------------- validation
 
-class SpecError(ValueError):
+class SpecError(StepshotError, ValueError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__("invalid SupernetTraining:\n  " + "\n  ".join(self.errors))

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from stepshot.errors import StepshotError
+
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "STEPSHOT_TERMINATION_LOG"   # where a command writes its message (set in pods)
 MESSAGE_LIMIT = 4096                            # the kubelet truncates termination messages here
@@ -74,7 +76,7 @@ class Layout:
         return json.loads(self.selected(stage).read_text())
 
 
-class MessageError(ValueError):
+class MessageError(StepshotError, ValueError):
     """A result message that is not what the writing command produces."""
 
 

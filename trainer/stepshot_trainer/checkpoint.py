@@ -20,12 +20,13 @@ from typing import Any, Iterable
 
 import torch
 
+from stepshot.errors import StepshotError
 from stepshot.workdir import SNAPSHOT_MANIFEST, SNAPSHOT_MODEL
 
 CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StepshotError, RuntimeError):
     """A checkpoint or snapshot is missing, incomplete or corrupt (the message names the file)."""
 
 

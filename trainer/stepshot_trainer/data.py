@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stepshot.errors import StepshotError
+
 DEFAULT_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -27,6 +29,10 @@ FMNIST_FILES = {
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+class DataError(StepshotError, FileNotFoundError):
+    """The data set is missing or not what the spec says."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -71,7 +77,7 @@ def read_idx(path: Path, limit: int = 0) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         zero, dtype, ndim = struct.unpack(">HBB", f.read(4))
         if zero != 0 or dtype != 0x08:
-            raise ValueError(f"{path}: not an unsigned-byte IDX file")
+            raise DataError(f"{path}: not an unsigned-byte IDX file")
         dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
         count = min(dims[0], limit) if limit else dims[0]
         item = math.prod(dims[1:])
@@ -82,7 +88,7 @@ def read_idx(path: Path, limit: int = 0) -> np.ndarray:
 def _fmnist_file(root: Path, name: str) -> Path:
     path = root / name
     if not path.exists():
-        raise FileNotFoundError(
+        raise DataError(
             f"Fashion-MNIST file {path} not found; install it with `apt-get install dataset-fashion-mnist` "
             f"or set spec.dataset.path")
     return path
@@ -158,7 +164,7 @@ class ImageFolder:
     def __init__(self, root: str | Path, *, size: int = 224, limit: int = 0, workers: int = 0):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"ImageFolder directory {root} not found")
+            raise DataError(f"ImageFolder directory {root} not found")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         samples = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
                    if f.suffix.lower() in IMAGE_EXTENSIONS]
@@ -250,7 +256,7 @@ class TrainLoader:
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = len(source) // (batch_size * world_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(source)} images are fewer than one global batch "
+            raise DataError(f"{len(source)} images are fewer than one global batch "
                              f"({batch_size} x {world_size} processes)")
 
     def __len__(self) -> int:

@@ -11,10 +11,10 @@ import torch
 
 from stepshot import correlate as corr
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
+from stepshot.errors import StepshotError
 from stepshot.plan import Plan, build_plan
-from stepshot.spec import Spec, SpecError, load_file
-from stepshot.workdir import (EvaluationResult, Layout, MessageError, SnapshotResult, write_failure,
-                              write_message)
+from stepshot.spec import Spec, load_file
+from stepshot.workdir import EvaluationResult, Layout, SnapshotResult, write_failure, write_message
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import Router, load_stage_model, predict
 
@@ -31,18 +31,15 @@ def _load(args: argparse.Namespace) -> tuple[Spec, Plan]:
     return spec, build_plan(spec)
 
 
-def _guard(func):
-    """Exit 2 with a one-line message on bad input instead of a traceback; either way the
-    error is the pod's termination message, which the operator shows in the resource's status."""
+def _reported(func):
+    """The error, whatever it is, becomes the pod's termination message, which the operator
+    shows in the resource's status; `stepshot.cli` then prints it (a StepshotError: exit 2)."""
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (SpecError, KeyError, FileNotFoundError, ValueError, MessageError, checkpoint.CheckpointError) as exc:
-            print(f"stepshot: error: {exc}", file=sys.stderr)
-            write_failure(f"stepshot: error: {exc}")
-            return 2
         except Exception as exc:
-            write_failure(f"{type(exc).__name__}: {exc}")
+            write_failure(f"stepshot: error: {exc}" if isinstance(exc, StepshotError) else
+                          f"{type(exc).__name__}: {exc}")
             raise
     return wrapper
 
@@ -51,7 +48,7 @@ def _guard(func):
 
 def register_train(parser: argparse.ArgumentParser) -> None:
     _common(parser, stage=True)
-    parser.set_defaults(func=_guard(_cmd_train))
+    parser.set_defaults(func=_reported(_cmd_train))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -60,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     spec, plan = _load(args)
     stage = plan.stage(args.stage)
     if not stage.is_train:
-        raise ValueError(f"stage {stage.name!r} is not a training stage")
+        raise StepshotError(f"stage {stage.name!r} is not a training stage")
     d = init_distributed()
     try:
         selected = train_stage(spec, plan, stage, args.workdir, d)
@@ -76,7 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register_snapshot(parser: argparse.ArgumentParser) -> None:
     _common(parser, stage=True)
-    parser.set_defaults(func=_guard(_cmd_snapshot))
+    parser.set_defaults(func=_reported(_cmd_snapshot))
 
 
 def _cmd_snapshot(args: argparse.Namespace) -> int:
@@ -84,7 +81,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     stage = plan.stage(args.stage)
     layout = Layout(args.workdir)
     if not layout.done(stage.name).exists():
-        raise ValueError(f"stage {stage.name!r} has not finished ({layout.done(stage.name)} is missing)")
+        raise StepshotError(f"stage {stage.name!r} has not finished ({layout.done(stage.name)} is missing)")
     selected = layout.read_selected(stage.name)
     source = layout.checkpoints(stage.name) / selected["file"]
     checkpoint.snapshot(source, layout.snapshot(stage.name))  # verifies, or writes and hashes
@@ -109,7 +106,7 @@ def register_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archs", type=Path, help="architectures (challenge format or a JSON list of codes)")
     parser.add_argument("--out", type=Path, help="predictions file (default <workdir>/eval/predictions.json)")
     parser.add_argument("--stages", help="comma-separated stages to evaluate (default: the plan's leaves)")
-    parser.set_defaults(func=_guard(_cmd_evaluate))
+    parser.set_defaults(func=_reported(_cmd_evaluate))
 
 
 def _archs(spec: Spec, path: Path | None) -> dict[str, str]:

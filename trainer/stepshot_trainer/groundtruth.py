@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stepshot.archsets import load_codes
+from stepshot.errors import RunFailed, StepshotError
 from stepshot.space import complexity, get_space, parse_arch
 
 
@@ -143,7 +144,7 @@ def _train_all(todo: list[tuple[str, int]], recipe: Recipe, runs_dir: Path, runs
     if missing and time.monotonic() > deadline:
         return False
     if missing:
-        raise RuntimeError(f"{len(missing)} runs failed {max_attempts} times, e.g. {missing[0]}; rerun to retry")
+        raise RunFailed(f"{len(missing)} runs failed {max_attempts} times, e.g. {missing[0]}; rerun to retry")
     return True
 
 
@@ -321,18 +322,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _cmd(args: argparse.Namespace) -> int:
     space = get_space(args.space).name
     if space != "resnet48-fmnist":
-        print("stepshot groundtruth: only resnet48-fmnist (Fashion-MNIST) is supported on one machine",
-              file=sys.stderr)
-        return 2
+        raise StepshotError("only resnet48-fmnist (Fashion-MNIST) is supported on one machine")
     recipe = Recipe(space=space, data=args.data, epochs=args.epochs, train_limit=args.train_limit,
                     eval_images=args.eval_images, batch_size=args.batch_size, lr=args.lr,
                     warmup_epochs=args.warmup_epochs, threads=args.threads, device=args.device)
-    try:
-        summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs, time_limit=args.time_limit,
-                      note=args.note)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"stepshot groundtruth: {exc}", file=sys.stderr)
-        return 2
+    summary = run(recipe, args.archs, args.out, list(range(args.seeds)), args.jobs, time_limit=args.time_limit,
+                  note=args.note)
     print(json.dumps({k: summary.get(k) for k in ("n", "seeds", "seed_kendall_tau", "acc_min", "acc_max",
                                                   "seed_std_mean", "runs_done", "runs_total")}))
     if not summary["complete"]:

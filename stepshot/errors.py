@@ -1,0 +1,18 @@
+"""The one error policy of the `stepshot` command line.
+
+A `StepshotError` means the user's input or environment is wrong (a bad spec, a missing
+file, a code that is no architecture, a stage that has not run): `stepshot.cli.main` prints
+it without a traceback and exits with its `exit_code` (2: bad input; `RunFailed`: 1, a run
+that failed). Any other exception is a bug of ours and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class StepshotError(Exception):
+    exit_code = 2
+
+
+class RunFailed(StepshotError):
+    """A stage or evaluation process of `stepshot run` exited non-zero."""
+
+    exit_code = 1
