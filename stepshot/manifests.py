@@ -37,13 +37,21 @@ MASTER_PORT = 29500
 UID = 1000
 
 
+# Volume types a resource may mount into its pods (spec.dataset.volume) without the operator's
+# administrator allowing more: storage that cannot reach the node's files or the namespace's
+# secrets. hostPath and secret need an explicit opt-in (chart value trainer.extraVolumeTypes).
+SAFE_VOLUME_TYPES = frozenset({"persistentVolumeClaim", "nfs", "csi", "configMap", "emptyDir", "ephemeral"})
+
+
 @dataclass(frozen=True)
 class Caps:
-    """What the API server serves; the operator discovers it, `render` assumes a current cluster."""
+    """What the API server serves and the operator allows; the operator discovers it, `render`
+    assumes a current cluster."""
 
     version: tuple[int, int] = (1, 30)
     volume_snapshots: bool = False
     trainer_service_account: str | None = None  # the chart's API-less ServiceAccount for stage pods
+    volume_types: frozenset[str] = SAFE_VOLUME_TYPES
 
     @property
     def indexed_jobs(self) -> bool:  # completionMode: Indexed + the index annotation (beta 1.22)
@@ -114,6 +122,21 @@ def spec_from_config_map(config_map: Mapping | None) -> dict | None:
         return None
     spec = doc.get("spec") if isinstance(doc, dict) else None
     return spec if isinstance(spec, dict) else None
+
+
+def volume_errors(spec: Spec, caps: Caps) -> list[str]:
+    """Why spec.dataset.volume may not be mounted here (empty: it may)."""
+    volume = spec.dataset.get("volume")
+    if volume is None:
+        return []
+    kinds = sorted(set(volume.to_dict()) - {"name"})
+    if len(kinds) != 1:
+        return [f"spec.dataset.volume: Invalid value: {kinds}: exactly one volume source is required"]
+    if kinds[0] not in caps.volume_types:
+        return [f"spec.dataset.volume: Forbidden: volume type {kinds[0]} is not allowed by this operator "
+                f"(allowed: {', '.join(sorted(caps.volume_types))}); its administrator can allow it with "
+                f"the chart value trainer.extraVolumeTypes"]
+    return []
 
 
 # --------------------------------------------------------------------------- the trainer identity

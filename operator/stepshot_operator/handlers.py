@@ -75,10 +75,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     await asyncio.to_thread(k8s.load_config)
     kube = k8s.Kube()
+    extra = {t.strip() for t in os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "").split(",") if t.strip()}
     caps = Caps(**await asyncio.to_thread(kube.discover),
-                trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None)
-    logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s", *caps.version,
-                caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots)
+                trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
+                volume_types=manifests.SAFE_VOLUME_TYPES | extra)
+    logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s; data volume types %s",
+                *caps.version, caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots,
+                ",".join(sorted(caps.volume_types)))
     port = int(memo.get("metrics_port", os.environ.get("STEPSHOT_METRICS_PORT", DEFAULT_METRICS_PORT)))
     metrics.serve(port)
     state = State(kube, caps, float(memo.get("resync", DEFAULT_RESYNC_SECONDS)))

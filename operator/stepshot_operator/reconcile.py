@@ -249,6 +249,9 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
         if not spec.storage.get("claim_name"):
             raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
                              "PersistentVolumeClaim for checkpoints and snapshots"])
+        forbidden = manifests.volume_errors(spec, caps)
+        if forbidden:
+            raise SpecError(forbidden)
         plan = build_plan(spec)
     except SpecError as exc:   # anything else is a bug of ours, not the user's: it propagates
         return _invalid(old, generation, "; ".join(exc.errors), now)

@@ -236,7 +236,8 @@ def namespaced_release(cluster, monitoring_crds):
 
 @pytest.fixture(scope="module")
 def cluster_release(cluster):
-    result = _install(cluster, NS_CLUSTER, "cl", {"rbac": {"mode": "cluster"}})
+    result = _install(cluster, NS_CLUSTER, "cl", {"rbac": {"mode": "cluster"},
+                                                  "trainer": {"extraVolumeTypes": ["hostPath", "secret"]}})
     yield result
     _uninstall(cluster, NS_CLUSTER, "cl")
 
@@ -268,6 +269,7 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     assert args.liveness == "http://0.0.0.0:8081/healthz" and args.metrics_port == 8080
     env = {e.name: e.value for e in c.env}
     assert env["STEPSHOT_TRAINER_SERVICE_ACCOUNT"] == "stepshot-trainer"
+    assert "STEPSHOT_EXTRA_VOLUME_TYPES" not in env        # only the safe data volume types by default
     assert {v.name for v in pod.volumes} == {"tmp"}
 
     assert core.read_namespaced_service_account("stepshot", NS_RELEASE)
@@ -321,6 +323,8 @@ def test_install_cluster_mode(cluster, cluster_release):
     dep = cluster["apps"].read_namespaced_deployment("cl-stepshot", NS_CLUSTER)
     args = _parser().parse_args(_operator_args(dep))
     assert args.all_namespaces and not args.namespace and args.standalone
+    (container,) = dep.spec.template.spec.containers
+    assert {e.name: e.value for e in container.env}["STEPSHOT_EXTRA_VOLUME_TYPES"] == "hostPath,secret"
     role = rbac.read_cluster_role("cl-stepshot")
     # all namespaces: kopf needs no namespace listing (only for --namespace patterns)
     assert _rules(role) == NAMESPACED_RULES | CRD_WATCH_RULES
@@ -348,7 +352,7 @@ def _training(name: str, ttl: int | None = 5) -> dict:
             "metadata": {"name": name},
             "spec": {"space": "resnet48-fmnist",
                      "dataset": {"kind": "fashion-mnist", "path": "/data/fashion-mnist",
-                                 "volume": {"hostPath": {"path": "/data/fashion-mnist"}}},
+                                 "volume": {"persistentVolumeClaim": {"claimName": "fashion-mnist"}}},
                      "storage": {"claimName": "workdir", "snapshot": "auto"},
                      "resources": {"nodes": 2, "procsPerNode": 1, "cpu": "1", "memory": "1Gi"},
                      "oneShot": {"epochs": 1, "lr": 0.1},

@@ -356,3 +356,21 @@ def test_a_failed_stage_keeps_its_log_tail_once_the_pods_are_no_longer_read():
     assert c.step().status["stages"]["oneshot"]["message"] == first
     cond = {x["type"]: x for x in c.body["status"]["conditions"]}["Failed"]
     assert cond["message"] == first
+
+
+def test_data_volumes_that_reach_the_node_or_secrets_need_the_administrators_opt_in():
+    body = resource(dataset={"kind": "fashion-mnist", "volume": {"hostPath": {"path": "/"}}})
+    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
+    assert r.status["phase"] == "Failed" and cond["reason"] == "InvalidSpec" and r.create == ()
+    assert cond["message"].startswith("spec.dataset.volume: Forbidden: volume type hostPath is not allowed")
+    secret = resource(dataset={"kind": "fashion-mnist", "volume": {"secret": {"secretName": "creds"}}})
+    assert rc.reconcile(secret, rc.Observed(), Caps(), NOW).status["phase"] == "Failed"
+    two = resource(dataset={"kind": "fashion-mnist", "volume": {"nfs": {"server": "a", "path": "/"},
+                                                               "csi": {"driver": "x"}}})
+    conds = {x["type"]: x for x in rc.reconcile(two, rc.Observed(), Caps(), NOW).status["conditions"]}
+    assert "exactly one volume source" in conds["Failed"]["message"]
+    allowed = Caps(volume_types=manifests.SAFE_VOLUME_TYPES | {"hostPath"})
+    assert rc.reconcile(body, rc.Observed(), allowed, NOW).status["phase"] == "Running"
+    pvc = resource(dataset={"kind": "fashion-mnist", "volume": {"persistentVolumeClaim": {"claimName": "data"}}})
+    assert rc.reconcile(pvc, rc.Observed(), Caps(), NOW).status["phase"] == "Running"
