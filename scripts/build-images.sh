@@ -38,20 +38,9 @@ if ! "${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" --aptopt="$APT_OPT" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
     bookworm "$work/layer.tar" ${mirror:+"$mirror"} >&2
-  # A `docker save` archive: config + manifest + the one layer. The history entry is required:
-  # buildah refuses to commit on top of a layer without one.
-  diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  cat > "$work/config.json" <<JSON
-{"architecture": "amd64", "os": "linux",
- "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "LANG=C.UTF-8", "PIP_BREAK_SYSTEM_PACKAGES=1"],
-            "Cmd": ["python3"]},
- "rootfs": {"type": "layers", "diff_ids": ["sha256:$diff_id"]},
- "history": [{"created_by": "mmdebstrap --variant=minbase --include=$BASE_PACKAGES bookworm"}]}
-JSON
-  echo "[{\"Config\": \"config.json\", \"RepoTags\": [\"$BASE_IMAGE\"], \"Layers\": [\"layer.tar\"]}]" \
-    > "$work/manifest.json"
-  tar -cf "$work/base.tar" -C "$work" manifest.json config.json layer.tar
+  bash "$ROOT/scripts/docker-archive.sh" "$work/layer.tar" "$BASE_IMAGE" \
+    '{"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+              "PIP_BREAK_SYSTEM_PACKAGES=1"], "Cmd": ["python3"]}' "$work/base.tar"
   "${BUILDAH[@]}" pull --quiet "docker-archive:$work/base.tar" >/dev/null
   rm -rf "$work"; trap - EXIT
 fi

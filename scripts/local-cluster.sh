@@ -165,16 +165,8 @@ pause_image() {  # a static busybox sleeping forever: a docker-archive, built on
   mkdir -p "$work/rootfs/bin"
   cp /bin/busybox "$work/rootfs/bin/busybox"
   tar -cf "$work/layer.tar" -C "$work/rootfs" .
-  local diff_id; diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-  cat > "$work/config.json" <<EOF
-{"architecture": "amd64", "os": "linux",
- "config": {"Entrypoint": ["/bin/busybox", "sleep", "2147483647"]},
- "rootfs": {"type": "layers", "diff_ids": ["sha256:$diff_id"]},
- "history": [{"created_by": "busybox-static"}]}
-EOF
-  echo '[{"Config": "config.json", "RepoTags": ["localhost/stepshot-pause:1"], "Layers": ["layer.tar"]}]' \
-    > "$work/manifest.json"
-  tar -cf "$out" -C "$work" manifest.json config.json layer.tar
+  bash "$ROOT/scripts/docker-archive.sh" "$work/layer.tar" localhost/stepshot-pause:1 \
+    '{"Entrypoint": ["/bin/busybox", "sleep", "2147483647"]}' "$out"
   rm -rf "$work"
   echo "$out"
 }

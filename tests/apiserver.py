@@ -27,6 +27,18 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-kube.sh"
 DEFAULT_USERS = {"alice": ["stepshot:users"], "bob": []}  # extra token users for RBAC tests
 
 
+def wait_for(predicate, timeout: float = 20, what: str = "condition", interval: float = 0.02):
+    """predicate()'s first truthy value, polled every `interval` s; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

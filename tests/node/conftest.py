@@ -4,10 +4,14 @@ Marked `node`; run them alone with `make test-node` (or `pytest -m node`). If th
 be started, they FAIL, unless STEPSHOT_SKIP_NODE=1 turns that into an explicit skip.
 """
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
-from localnode import TIMINGS, Node
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helper modules
+
+from localnode import TIMINGS, Node  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+import apiserver   # tests/: shared helpers (conftest puts it on sys.path)
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "scripts" / "local-cluster.sh"
 IMAGES = ROOT / "scripts" / "build-images.sh"
@@ -41,14 +43,8 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """tests/apiserver.py's, polling at kubectl's pace."""
+    return apiserver.wait_for(predicate, timeout, what, interval)
 
 
 @dataclass

@@ -14,23 +14,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from apiserver import ApiServer, finish_job, result_message, terminated_pod
+from apiserver import ApiServer, finish_job, result_message, terminated_pod, wait_for
 from stepshot.names import job_name, snapshot_name
 from stepshot.plan import build_plan
 from stepshot.spec import GROUP, PLURAL, VERSION, load
 
 LATENCIES: list[float] = []   # child Job finished -> next stage's Job visible, seconds (all runs)
-
-
-def wait_for(predicate, timeout: float = 20, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,7 +48,7 @@ class OperatorProcess:
                 return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200
             except OSError:
                 return False
-        wait_for(alive, timeout, 0.2, "operator liveness")
+        wait_for(alive, timeout, "operator liveness", interval=0.2)
         return self
 
     def stop(self, kill: bool = False) -> None:
