@@ -22,11 +22,12 @@ from typing import Any
 
 import kopf
 
+from stepshot import manifests
+from stepshot.manifests import Caps
+from stepshot.names import config_map_name
 from stepshot.spec import GROUP, KIND, PLURAL, VERSION
 
-from stepshot import manifests
 from stepshot_operator import k8s, metrics, reconcile
-from stepshot.manifests import Caps
 
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_RESYNC_SECONDS = 10.0
@@ -51,7 +52,7 @@ class State:
 def _forget(state: State, namespace: str, name: str) -> None:
     """Drop what the operator keeps about a resource that is gone (or going)."""
     state.entries.pop((namespace, name), None)
-    state.ensured.discard(("ConfigMap", namespace, manifests.config_map_name(name)))
+    state.ensured.discard(("ConfigMap", namespace, config_map_name(name)))
     metrics.forget_resource(namespace, name)
 
 

@@ -22,13 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from stepshot import manifests
+from stepshot.manifests import Caps, Context
 from stepshot.names import job_name, snapshot_name
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
-
-from stepshot import manifests
-from stepshot.manifests import Caps, Context
 
 PENDING, RUNNING, SNAPSHOTTING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Snapshotting", "Succeeded", "Failed", "Suspended")
