@@ -9,12 +9,13 @@ WORKDIR ?= runs/fmnist-quick
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/cpu.txt requirements/test.txt
+$(VENV)/.installed: pyproject.toml requirements/cpu.txt requirements/test.txt scripts/install-promtool.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements/cpu.txt -r requirements/test.txt
 	# helm-sdkpy declares Python>=3.12 but works on 3.11 (chart tests only).
 	$(BIN)/pip install -q --ignore-requires-python helm-sdkpy==0.1.32
+	bash scripts/install-promtool.sh $(BIN)
 	touch $@
 
 data:

@@ -16,3 +16,9 @@ class RunFailed(StepshotError):
     """A stage or evaluation process of `stepshot run` exited non-zero."""
 
     exit_code = 1
+
+
+class Preempted(StepshotError):
+    """SIGTERM stopped a training stage after a mid-epoch checkpoint; the next run resumes from it."""
+
+    exit_code = 143  # 128 + SIGTERM, what the kubelet reports for a terminated container

@@ -17,7 +17,7 @@ import yaml
 
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
-from stepshot.spec import API_VERSION, KIND, Spec
+from stepshot.spec import API_VERSION, KIND, ROLES, Spec, parse_quantity
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
@@ -27,6 +27,10 @@ LABEL_STEP = "stepshot.dev/step"
 LABEL_COMPONENT = "stepshot.dev/component"    # train | snapshot | evaluate
 LABEL_JOB = "stepshot.dev/job"                # on pods: the Job they belong to (termination lookups)
 ANNOTATION_SPEC_HASH = "stepshot.dev/spec-hash"
+# On a Job the operator suspended itself (spec.suspend): the only Jobs it ever resumes. A Job
+# suspended by anyone else (a queue manager such as Kueue) stays theirs to resume.
+ANNOTATION_SUSPENDED_BY = "stepshot.dev/suspended-by"
+SUSPENDED_BY_OPERATOR = "stepshot-operator"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # Beside the image's /opt/stepshot/benchmarks, so a spec's relative paths such as
@@ -51,6 +55,7 @@ class Caps:
     version: tuple[int, int] = (1, 30)
     volume_snapshots: bool = False
     trainer_service_account: str | None = None  # the chart's API-less ServiceAccount for stage pods
+    trainer_pull_secrets: tuple[str, ...] = ()   # imagePullSecrets of that account (chart value)
     volume_types: frozenset[str] = SAFE_VOLUME_TYPES
 
     @property
@@ -60,6 +65,10 @@ class Caps:
     @property
     def job_suspend(self) -> bool:   # Job.spec.suspend (beta, on by default, 1.22)
         return self.version >= (1, 22)
+
+    @property
+    def pod_failure_policy(self) -> bool:  # beta, on by default, 1.26
+        return self.version >= (1, 26)
 
     @property
     def pod_replacement_policy(self) -> bool:  # beta 1.29: no second pod per index while one terminates
@@ -155,7 +164,9 @@ def trainer_service_account(ctx: Context) -> dict | None:
                          "labels": {"app.kubernetes.io/name": "stepshot",
                                     "app.kubernetes.io/managed-by": "stepshot-operator",
                                     "app.kubernetes.io/component": "trainer"}},
-            "automountServiceAccountToken": False}
+            "automountServiceAccountToken": False,
+            **({"imagePullSecrets": [{"name": n} for n in ctx.caps.trainer_pull_secrets]}
+               if ctx.caps.trainer_pull_secrets else {})}
 
 
 # --------------------------------------------------------------------------- pod pieces
@@ -194,7 +205,26 @@ _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsG
 
 def cpu_cores(quantity: str) -> float:
     """A CPU quantity ("2", "1.5", "500m") in cores."""
-    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return float(parse_quantity(quantity))
+
+
+# --------------------------------------------------------------------------- scheduling (per role)
+
+_POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName",
+               "serviceAccountName", "imagePullSecrets")
+
+
+def role_settings(spec: Spec, role: str) -> dict:
+    """spec.scheduling for one role: the role's fields replace the shared ones; labels and
+    annotations are merged, the role's winning per key."""
+    shared = spec.scheduling.to_dict() if spec.get("scheduling") is not None else {}
+    own = shared.pop(role, None) or {}
+    for other in ROLES:
+        shared.pop(other, None)
+    merged = {**shared, **{k: v for k, v in own.items() if k not in ("labels", "annotations")}}
+    for key in ("labels", "annotations"):
+        merged[key] = {**(shared.get(key) or {}), **(own.get(key) or {})}
+    return merged
 
 
 def _threads(cpu: str, procs: int) -> list[dict]:
@@ -233,18 +263,51 @@ def _pod_spec(containers: list[dict], volumes: list[dict], init: list[dict] | No
     return spec
 
 
-def _job(ctx: Context, name: str, lbl: dict[str, str], pod_spec: dict, **spec_extra: object) -> dict:
-    pod_labels = {**lbl, LABEL_JOB: name}
+def _job(ctx: Context, role: str, name: str, lbl: dict[str, str], pod_spec: dict, **spec_extra: object) -> dict:
+    """A stage Job: the role's scheduling settings (spec.scheduling) on the Job and its pods."""
+    settings = role_settings(ctx.spec, role)
+    # The operator's labels come last: a user label can never detach a child from its selectors.
+    job_labels = {**settings["labels"], **lbl}
+    pod_labels = {**job_labels, LABEL_JOB: name}
+    pod_spec = dict(pod_spec)
     if ctx.caps.trainer_service_account:
-        pod_spec = {**pod_spec, "serviceAccountName": ctx.caps.trainer_service_account}
+        pod_spec["serviceAccountName"] = ctx.caps.trainer_service_account
+    pod_spec.update({k: settings[k] for k in _POD_FIELDS if settings.get(k) not in (None, "", [], {})})
+    pod_meta: dict = {"labels": pod_labels}
+    if settings["annotations"]:
+        pod_meta["annotations"] = dict(settings["annotations"])
     spec: dict = {"backoffLimit": ctx.spec.backoff_limit, **spec_extra,
-                  "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}
+                  "template": {"metadata": pod_meta, "spec": pod_spec}}
+    if settings.get("activeDeadlineSeconds"):
+        spec["activeDeadlineSeconds"] = settings["activeDeadlineSeconds"]
+    if ctx.caps.pod_failure_policy:
+        spec["podFailurePolicy"] = _pod_failure_policy(pod_spec)
+    meta = _meta(ctx, name, job_labels)
+    meta["annotations"].update(settings["annotations"])
     if ctx.caps.job_suspend:
         spec["suspend"] = bool(ctx.spec.suspend)
+        if ctx.spec.suspend:
+            meta["annotations"][ANNOTATION_SUSPENDED_BY] = SUSPENDED_BY_OPERATOR
     # No ttlSecondsAfterFinished: a vanished finished Job is indistinguishable from one never
     # created, and stage state is derived from the Jobs. Deleting the resource (or its own
     # TTL) removes them through owner references.
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(ctx, name, lbl), "spec": spec}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+
+
+# Exit code of `stepshot` for an invalid spec or input (errors.StepshotError): retrying cannot help.
+EXIT_BAD_INPUT = 2
+
+
+def _pod_failure_policy(pod_spec: dict) -> dict:
+    """Preemption, eviction and node drains (condition DisruptionTarget) do not count against
+    backoffLimit: the trainer checkpoints on SIGTERM and the replacement pod resumes. A bad
+    spec fails the Job at once instead of burning its retries."""
+    rules: list[dict] = [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    for container in pod_spec["containers"]:
+        # onPodConditions: [] is "not set" to the API server; the published OpenAPI marks it required.
+        rules.append({"action": "FailJob", "onPodConditions": [],
+                      "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [EXIT_BAD_INPUT]}})
+    return {"rules": rules}
 
 
 # --------------------------------------------------------------------------- training stages
@@ -274,10 +337,10 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
 
     nodes == 1: one plain Job, `torchrun --standalone`.
     nodes > 1, Indexed Jobs served: one Indexed Job, completions = parallelism = nodes, pod
-      hostname `<job>-<index>` under the headless Service `<job>`, node rank from the index.
+      hostname `<job>-<index>` under the headless Service `<job>`.
     nodes > 1, no Indexed Jobs (< 1.22): one single-pod Job per node `<job>-<rank>`, whose pod
-      sets hostname `<job>-<rank>` and the same subdomain, and gets its rank as a literal. The
-      DNS names, and so PET_MASTER_ADDR, are the same in both layouts.
+      sets hostname `<job>-<rank>` and the same subdomain. Node ranks come from the rendezvous. The
+      DNS names, and so the rendezvous endpoint, are the same in both layouts.
     """
     res = ctx.spec.resources
     base = job_name(ctx.name, stage.name)
@@ -295,11 +358,16 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
 
     if stage.nodes == 1:
         container = _container(ctx, "trainer", command, resources, mounts, env, ports)
-        return [_job(ctx, base, lbl, _pod_spec([container], volumes))]
+        return [_job(ctx, "training", base, lbl, _pod_spec([container], volumes))]
 
+    # c10d rendezvous hosted by node 0's agent: when a worker fails, or a replacement pod
+    # joins after a preemption, every agent restarts the worker group, which resumes from the
+    # last checkpoint (up to spec.maxRestarts times before the pods fail).
     master = f"{base}-0.{base}"
-    env += [{"name": "PET_MASTER_ADDR", "value": master},
-            {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)}]
+    env += [{"name": "PET_RDZV_BACKEND", "value": "c10d"},
+            {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{MASTER_PORT}"},
+            {"name": "PET_RDZV_ID", "value": base},
+            {"name": "PET_MAX_RESTARTS", "value": str(ctx.spec.max_restarts)}]
     ports = [{"name": "rendezvous", "containerPort": MASTER_PORT}] + ports
     init = _dns_wait(ctx, master)
     service = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(ctx, base, lbl),
@@ -308,20 +376,18 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
                         "ports": [{"name": "rendezvous", "port": MASTER_PORT}]}}
 
     if ctx.caps.indexed_jobs:
-        rank = {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
-            "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}}
-        container = _container(ctx, "trainer", command, resources, mounts, env + [rank], ports)
+        container = _container(ctx, "trainer", command, resources, mounts, env, ports)
         extra: dict = {"completionMode": "Indexed", "completions": stage.nodes, "parallelism": stage.nodes}
         if ctx.caps.pod_replacement_policy:
-            extra["podReplacementPolicy"] = "Failed"  # a static rendezvous cannot take two pods per rank
-        return [service, _job(ctx, base, lbl, _pod_spec([container], volumes, [init], subdomain=base), **extra)]
+            extra["podReplacementPolicy"] = "Failed"  # one pod per node in the rendezvous at a time
+        return [service, _job(ctx, "training", base, lbl, _pod_spec([container], volumes, [init], subdomain=base),
+                              **extra)]
 
     jobs = []
-    for rank, name in enumerate(train_job_names(ctx, stage)):
-        container = _container(ctx, "trainer", command, resources, mounts,
-                               env + [{"name": "PET_NODE_RANK", "value": str(rank)}], ports)
+    for name in train_job_names(ctx, stage):
+        container = _container(ctx, "trainer", command, resources, mounts, env, ports)
         pod = _pod_spec([container], volumes, [init], hostname=name, subdomain=base)
-        jobs.append(_job(ctx, name, lbl, pod))
+        jobs.append(_job(ctx, "training", name, lbl, pod))
     return [service, *jobs]
 
 
@@ -337,7 +403,7 @@ def snapshot_job(ctx: Context, stage: Stage) -> dict:
     command = ["python", "-m", "stepshot.cli", "snapshot", SPEC_FILE, "--stage", stage.name,
                "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts)
-    return _job(ctx, snapshot_name(ctx.name, stage.name), labels(ctx, stage, "snapshot"),
+    return _job(ctx, "snapshot", snapshot_name(ctx.name, stage.name), labels(ctx, stage, "snapshot"),
                 _pod_spec([container], volumes))
 
 
@@ -361,12 +427,14 @@ def volume_snapshot(ctx: Context, stage: Stage) -> dict:
 
 def eval_job(ctx: Context, stage: Stage) -> dict:
     """Rank the architectures with the leaves' snapshots; the metrics JSON is the termination message."""
-    res = ctx.spec.resources
+    res = ctx.spec.evaluation.resources
+    gpus = res.gpus if res.get("gpus") is not None else min(ctx.spec.resources.gpus_per_node, 1)
     volumes, mounts = _volumes(ctx, shm=True)
     command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
-    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, min(res.gpus_per_node, 1)),
+    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus),
                            mounts, _threads(res.cpu, 1))
-    return _job(ctx, job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"), _pod_spec([container], volumes))
+    return _job(ctx, "evaluation", job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"),
+                _pod_spec([container], volumes))
 
 
 # --------------------------------------------------------------------------- all of it (render)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import hashlib
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -72,7 +74,50 @@ def _obj(properties: dict, description: str = "", required: list[str] | None = N
     return schema
 
 
-_QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# Kubernetes' quantity grammar (resource.Quantity), unsigned: "500m", "1.5", "8Gi", "1e3".
+_QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+_QUANTITY_SCALE = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_KUBE_TYPES: dict = json.loads((Path(__file__).with_name("kube_types.json")).read_text())["types"]
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A quantity string in base units (cores, bytes), exactly; ValueError if malformed."""
+    match = re.fullmatch(_QUANTITY, text)
+    if not match:
+        raise ValueError(f"not a quantity: {text!r}")
+    number, suffix = Decimal(match.group(1)), match.group(3) or ""
+    if suffix.endswith("i"):
+        return number * 1024 ** ("KMGTPE".index(suffix[0]) + 1)
+    if suffix[:1] in "eE" and suffix:
+        return number.scaleb(int(suffix[1:]))
+    return number.scaleb(_QUANTITY_SCALE[suffix])
+
+
+def _string_map(description: str) -> dict:
+    return {"type": "object", "additionalProperties": {"type": "string"}, "description": description}
+
+
+def _pod_settings(role: str) -> dict:
+    """Scheduling settings of stage pods: the core types' own schemas, no free-form passthrough."""
+    return {
+        "nodeSelector": _string_map(f"Node labels {role} pods must match."),
+        "tolerations": {"type": "array", "items": copy.deepcopy(_KUBE_TYPES["Toleration"]),
+                        "description": f"Tolerations of {role} pods (e.g. nvidia.com/gpu:NoSchedule)."},
+        "affinity": {**copy.deepcopy(_KUBE_TYPES["Affinity"]), "description": f"Affinity of {role} pods."},
+        "priorityClassName": _str(description=f"PriorityClass of {role} pods.", pattern=_DNS_SUBDOMAIN),
+        "schedulerName": _str(description=f"Scheduler of {role} pods (e.g. volcano).", pattern=_DNS_SUBDOMAIN),
+        "serviceAccountName": _str(description=f"ServiceAccount of {role} pods (no token is mounted); "
+                                               "default: the operator's trainer account.", pattern=_DNS_SUBDOMAIN),
+        "imagePullSecrets": {"type": "array", "items": copy.deepcopy(_KUBE_TYPES["LocalObjectReference"]),
+                             "description": f"Secrets for pulling the image of {role} pods."},
+        "labels": _string_map(f"Extra labels of {role} Jobs and pods (e.g. kueue.x-k8s.io/queue-name)."),
+        "annotations": _string_map(f"Extra annotations of {role} Jobs and pods (e.g. gang scheduling)."),
+        "activeDeadlineSeconds": _int(None, 1, description=f"Fail a {role} Job running longer than this."),
+    }
+
+
+ROLES = ("training", "snapshot", "evaluation")
 
 SPEC_SCHEMA: dict = _obj(
     description="A step-by-step one-shot -> few-shot super-net training.",
@@ -188,14 +233,83 @@ SPEC_SCHEMA: dict = _obj(
                 "evalImages": _int(10000, 1),
                 "batchSize": _int(1000, 1),
                 "everyStage": _bool(False, "Also evaluate after every training stage (benchmarks)."),
+                "resources": _obj(
+                    description="The evaluation pod (one process): its own size, not a training node's.",
+                    properties={
+                        "cpu": _str("2", pattern=_QUANTITY),
+                        "memory": _str("8Gi", pattern=_QUANTITY),
+                        "gpus": _int(None, 0, 1, "nvidia.com/gpu; default 1 when training uses GPUs."),
+                    }),
             },
+        ),
+        "scheduling": _obj(
+            description="Where and how stage pods are scheduled: shared settings, overridden per role "
+                        "(a role's field replaces the shared one; labels and annotations are merged).",
+            properties={**_pod_settings("stage"),
+                        **{role: _obj(_pod_settings(role), f"Overrides for {role} pods.") for role in ROLES}},
         ),
         "suspend": _bool(False, "Suspend the training: running stage Jobs are suspended."),
         "ttlSecondsAfterFinished": _int(None, 0, description="Delete the resource this long after it finished."),
-        "backoffLimit": _int(2, 0, 100, "Retries of each stage Job."),
-        "metricsPort": _int(9400, 0, 65535, "Trainer Prometheus port on rank 0 (0 disables)."),
+        "backoffLimit": _int(2, 0, 100, "Retries of each stage Job (failed pods; preemptions do not count "
+                                        "where the cluster serves podFailurePolicy)."),
+        "maxRestarts": _int(3, 0, 100, "Multi-node stages: worker-group restarts inside the pods "
+                                       "(torchrun --max-restarts) before a pod fails."),
+        "metricsPort": _int(9400, 0, 65535, "Trainer Prometheus port, served by every training pod (0 disables)."),
     },
 )
+
+
+def _s(description: str = "") -> dict:
+    return {"type": "string", **({"description": description} if description else {})}
+
+
+def _i(description: str = "") -> dict:
+    return {"type": "integer", **({"description": description} if description else {})}
+
+
+def _n(description: str = "") -> dict:
+    return {"type": "number", **({"description": description} if description else {})}
+
+
+_CONDITION = {"type": "object", "required": ["type", "status"], "properties": {
+    "type": _s("Running, Suspended, Succeeded, Failed or SpecChanged."),
+    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+    "reason": _s(), "message": _s(), "lastTransitionTime": {"type": "string", "format": "date-time"},
+    "observedGeneration": _i()}}
+_CHECKPOINT = {"type": "object", "description": "The stage's selected checkpoint, frozen with its sha256.",
+               "properties": {"stage": _s(), "partition": _s(), "epoch": _i(), "file": _s(), "sha256": _s(),
+                              "kendallTau": _n("Checkpoint selection's score of that epoch.")}}
+_STAGE_STATUS = {"type": "object", "properties": {
+    "state": {"type": "string", "enum": ["Pending", "Running", "Snapshotting", "Succeeded", "Failed"]},
+    "kind": _s(), "step": _i(), "partition": _s(), "parent": _s(),
+    "jobs": {"type": "array", "items": _s()},
+    "startTime": _s(), "completionTime": _s(), "message": _s("Why the stage failed."),
+    "snapshot": {"type": "object", "properties": {
+        "job": _s(), "state": _s(), "completionTime": _s(),
+        "volumeSnapshot": {"type": "object", "properties": {"name": _s(), "readyToUse": {"type": "boolean"}}}}},
+    "checkpoint": _CHECKPOINT}}
+STATUS_SCHEMA: dict = {
+    "type": "object",
+    "description": "Written by the operator; derived from the resource's child Jobs.",
+    "properties": {
+        "observedGeneration": _i(),
+        "phase": {"type": "string", "enum": ["Pending", "Running", "Suspended", "Succeeded", "Failed"]},
+        "currentStage": _s("The stage in progress (`+N`: N more at the same step), `done` or `invalid`."),
+        "stepIndex": _i("Index of the current step of the plan."),
+        "stepsTotal": _i("Steps of the plan (one-shot, each few-shot step, evaluation)."),
+        "progress": _s("Stages done / planned."),
+        "stagesDone": _i(), "stagesTotal": _i(),
+        "startTime": _s(), "completionTime": _s(),
+        "stages": {"type": "object", "additionalProperties": _STAGE_STATUS, "description": "Per plan stage."},
+        "result": {"type": "object", "description": "The final correlation evaluation.", "properties": {
+            "n": _i("Architectures ranked."), "kendallTau": _n(), "spearman": _n(), "pearson": _n()}},
+        "childJobs": {"type": "object", "properties": {
+            "active": _i(), "suspended": _i(), "succeeded": _i(), "failed": _i()}},
+        "conditions": {"type": "array", "items": _CONDITION},
+        # kopf's own bookkeeping lives in annotations; kept here only if an older kopf writes it.
+        "kopf": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    },
+}
 
 
 def openapi_schema() -> dict:
@@ -206,9 +320,7 @@ def openapi_schema() -> dict:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": copy.deepcopy(SPEC_SCHEMA),
-            # Status is written by the operator; preserving unknown fields also keeps
-            # kopf's own bookkeeping from being pruned (kopf#321).
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "status": copy.deepcopy(STATUS_SCHEMA),
         },
         "required": ["spec"],
     }
@@ -217,8 +329,8 @@ def openapi_schema() -> dict:
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
-    {"name": "Partitions", "type": "string", "jsonPath": ".status.partitions"},
-    {"name": "Tau", "type": "number", "jsonPath": ".status.result.kendall_tau"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "stages done/planned"},
+    {"name": "Tau", "type": "number", "jsonPath": ".status.result.kendallTau"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
@@ -247,15 +359,25 @@ def reference_markdown() -> str:
     """The field reference (docs/crd-reference.md), generated from the same schema."""
     rows = ["| field | type | default | constraints | description |", "|---|---|---|---|---|"]
 
+    core = {"affinity": "core/v1 Affinity", "tolerations": "[]core/v1 Toleration",
+            "imagePullSecrets": "[]core/v1 LocalObjectReference"}
+
     def walk(schema: dict, path: str, required: bool) -> None:
         kind = schema.get("type", "object")
         if kind == "array" and "items" in schema:
             kind = f"[]{schema['items'].get('type', 'object')}"
+        leaf = path.rsplit(".", 1)[-1]
+        if path.startswith("spec.scheduling.") and (leaf in core or leaf in ROLES):
+            # Kubernetes' own types (documented upstream), and the per-role copies of the section
+            kind = core.get(leaf, "object")
+            text = schema.get("description", "") + (" Same fields as spec.scheduling." if leaf in ROLES else "")
+            rows.append(f"| `{path}` | {kind} |  |  | {text} |")
+            return
         limits = [f"{k} {schema[k]}" for k in ("minimum", "maximum", "minItems") if k in schema]
         if "enum" in schema:
             limits.append(" \\| ".join(schema["enum"]))
         if "pattern" in schema:
-            limits.append("quantity")
+            limits.append({_QUANTITY: "quantity", _DNS_SUBDOMAIN: "DNS subdomain"}.get(schema["pattern"], "pattern"))
         if required:
             limits.append("required")
         default = json.dumps(schema["default"]) if "default" in schema and schema["default"] != {} else ""
@@ -268,6 +390,12 @@ def reference_markdown() -> str:
 
     for key, sub in SPEC_SCHEMA["properties"].items():
         walk(sub, f"spec.{key}", key in SPEC_SCHEMA["required"])
+    rows += ["", "Status (written by the operator):", "", "| field | type | default | constraints | description |",
+             "|---|---|---|---|---|"]
+    for key, sub in STATUS_SCHEMA["properties"].items():
+        if key != "kopf":
+            walk(sub.get("additionalProperties", sub) if key == "stages" else sub,
+                 "status.stages.<stage>" if key == "stages" else f"status.{key}", False)
     return ("# SupernetTraining reference (stepshot.dev/v1alpha1)\n\n"
             "Generated by `scripts/gen-crds.py` from `stepshot/spec.py`; do not edit.\n\n"
             + "\n".join(rows) + "\n")
@@ -343,7 +471,8 @@ def _check_object(value: dict, schema: dict, path: str) -> Iterator[str]:
         elif props is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
             # The API server prunes unknown fields silently; locally a typo deserves an error
             # (what `kubectl apply --validate=strict` reports).
-            yield f'{path}.{key}: Unknown field: "{key}"'
+            hint = difflib.get_close_matches(key, list(props), n=1)
+            yield f'{path}.{key}: Unknown field: "{key}"' + (f' (did you mean "{hint[0]}"?)' if hint else "")
 
 
 def _fill_defaults(value: Any, schema: dict) -> Any:
@@ -376,11 +505,54 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
     if few.get("mode") == "partitioned" and not few.get("steps"):
         yield "spec.fewShot.steps: Required value: partitioned mode needs at least one step"
     yield from _partition_errors(spec)
+    yield from _quantity_errors(spec)
+    yield from _scheduling_errors(spec.get("scheduling", {}), "spec.scheduling")
     sel = spec.get("selection", {})
     if bool(sel.get("archs")) != bool(sel.get("groundTruth")):
         yield "spec.selection: Invalid value: selection needs both archs and groundTruth"
     if spec.get("dataset", {}).get("kind") == "imagefolder" and spec.get("space") == "resnet48-fmnist":
         yield _invalid("spec.dataset.kind", "imagefolder", "must be fashion-mnist for space resnet48-fmnist")
+
+
+def _quantity_errors(spec: dict) -> Iterator[str]:
+    for path, section in (("spec.resources", spec.get("resources", {})),
+                          ("spec.evaluation.resources", spec.get("evaluation", {}).get("resources", {}))):
+        for key in ("cpu", "memory"):
+            if key in section and parse_quantity(section[key]) <= 0:
+                yield _invalid(f"{path}.{key}", section[key], "should be greater than 0")
+
+
+_QUALIFIED = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+# Labels the operator's selectors and bookkeeping rely on: a user value would detach children.
+RESERVED_LABEL_PREFIXES = ("stepshot.dev/", "app.kubernetes.io/managed-by", "app.kubernetes.io/name",
+                           "batch.kubernetes.io/", "controller-uid", "job-name")
+
+
+def _key_errors(path: str, key: str) -> Iterator[str]:
+    name = key.rsplit("/", 1)[-1]
+    if not re.match(_QUALIFIED, key) or len(name) > 63 or len(key) - len(name) > 254:
+        yield _invalid(path, key, "must be a qualified name ([prefix/]name, name at most 63 characters "
+                                  "of alphanumerics, '-', '_', '.')")
+
+
+def _scheduling_errors(section: dict, path: str) -> Iterator[str]:
+    for field in ("labels", "nodeSelector"):
+        for key, value in (section.get(field) or {}).items():
+            yield from _key_errors(f"{path}.{field}.{key}", key)
+            if len(value) > 63 or not re.match(_LABEL_VALUE, value):
+                yield _invalid(f"{path}.{field}.{key}", value, "must be a label value (at most 63 characters)")
+    for key in (section.get("annotations") or {}):
+        yield from _key_errors(f"{path}.annotations.{key}", key)
+    for field in ("labels", "annotations"):
+        for key in (section.get(field) or {}):
+            if key.startswith(RESERVED_LABEL_PREFIXES):
+                yield f'{path}.{field}.{key}: Forbidden: "{key}" is set by the operator'
+    if len(json.dumps(section.get("annotations") or {})) > 128 * 1024:
+        yield f"{path}.annotations: Too long: must have at most 131072 bytes"
+    for role in ROLES:
+        if isinstance(section.get(role), dict):
+            yield from _scheduling_errors(section[role], f"{path}.{role}")
 
 
 def _partition_errors(spec: dict) -> Iterator[str]:
@@ -411,10 +583,37 @@ def validate(obj: dict) -> list[str]:
         errors.append(f'apiVersion: Invalid value: "{obj.get("apiVersion")}": must be {API_VERSION}')
     if obj.get("kind") not in (None, KIND):
         errors.append(f'kind: Invalid value: "{obj.get("kind")}": must be {KIND}')
+    errors += list(_name_errors(obj.get("metadata")))
     errors += list(_check(obj.get("spec"), SPEC_SCHEMA, "spec")) if "spec" in obj else ["spec: Required value"]
     if errors:
         return errors
-    return list(_semantic_errors(apply_defaults(obj)["spec"]))
+    spec = apply_defaults(obj)["spec"]
+    errors = list(_semantic_errors(spec))
+    name = (obj.get("metadata") or {}).get("name")
+    if not errors and isinstance(name, str) and spec["resources"]["nodes"] > 1 and not name[:1].isalpha():
+        # A multi-node stage's headless Service is named after the resource (DNS-1035 label).
+        errors.append(_invalid("metadata.name", name, "must start with a letter when spec.resources.nodes > 1 "
+                                                      "(the stage's headless Service is named after it)"))
+    return errors
+
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _name_errors(meta: Any) -> Iterator[str]:
+    """metadata.name must make valid child names: a DNS-1123 label (no dots, so no two
+    resources derive the same children), at most 63 characters."""
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        yield 'metadata: Invalid value: the metadata must be a mapping'
+        return
+    name = meta.get("name")
+    if name is None:
+        return
+    if not isinstance(name, str) or len(name) > 63 or not re.match(_DNS_LABEL, name):
+        yield _invalid("metadata.name", name, "must be a DNS-1123 label: at most 63 lower-case alphanumerics "
+                                              "or '-', starting and ending with an alphanumeric")
 
 
 # --------------------------------------------------------------------------- typed view

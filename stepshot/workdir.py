@@ -130,7 +130,7 @@ class SnapshotResult:
         return json.dumps(asdict(self), allow_nan=False)
 
     def status(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _status_form(self)
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,15 @@ class EvaluationResult:
         return json.dumps(asdict(self), allow_nan=False)
 
     def status(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return _status_form(self)
+
+
+def _status_form(result: Any) -> dict:
+    """The result as the resource's status shows it: camelCase keys (kendallTau), no nulls."""
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.title() for part in rest)
+    return {camel(k): v for k, v in asdict(result).items() if v is not None}
 
 
 def parse_snapshot(text: str) -> SnapshotResult:

@@ -76,9 +76,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     await asyncio.to_thread(k8s.load_config)
     kube = k8s.Kube()
-    extra = {t.strip() for t in os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "").split(",") if t.strip()}
+    extra = set(_names(os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "")))
     caps = Caps(**await asyncio.to_thread(kube.discover),
                 trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
+                trainer_pull_secrets=_names(os.environ.get("STEPSHOT_TRAINER_IMAGE_PULL_SECRETS", "")),
                 volume_types=manifests.SAFE_VOLUME_TYPES | extra)
     logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s; data volume types %s",
                 *caps.version, caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots,
@@ -88,6 +89,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     state = State(kube, caps, float(memo.get("resync", DEFAULT_RESYNC_SECONDS)))
     state.task = asyncio.create_task(_resync_loop(state, logger))
     memo["state"] = state
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated chart value passed as an environment variable."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 @kopf.on.cleanup()
@@ -179,6 +185,9 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
         await asyncio.to_thread(kube.set_job_suspend, namespace, job, True)
     for job in result.resume:
         await asyncio.to_thread(kube.set_job_suspend, namespace, job, False)
+    for job in result.delete_jobs:
+        logger.info("stopping Job %s/%s: another node's Job of its stage failed", namespace, job)
+        await asyncio.to_thread(kube.delete_job, namespace, job)
     patch = reconcile.merge_patch(body.get("status") or {}, result.status)
     if patch:
         await asyncio.to_thread(kube.patch_training_status, namespace, name, patch)

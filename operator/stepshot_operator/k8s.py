@@ -12,6 +12,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from stepshot.manifests import ANNOTATION_SUSPENDED_BY, SUSPENDED_BY_OPERATOR
 from stepshot.spec import GROUP, PLURAL, VERSION
 
 SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
@@ -128,4 +129,16 @@ class Kube:
         return True
 
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)
+        """Suspend (marking the Job as suspended by the operator) or resume (dropping the mark)."""
+        mark = SUSPENDED_BY_OPERATOR if suspend else None
+        self.batch.patch_namespaced_job(
+            name, namespace, {"metadata": {"annotations": {ANNOTATION_SUSPENDED_BY: mark}}, "spec": {"suspend": suspend}},
+            _preload_content=False)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods (404: already gone)."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -2,20 +2,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
-JOB_STATES = ("active", "succeeded", "failed")
+JOB_STATES = ("active", "suspended", "succeeded", "failed")
 
 REGISTRY = CollectorRegistry()
+_KEY = ["namespace", "name"]
 RESOURCES = Gauge("stepshot_resources", "SupernetTraining resources by phase", ["phase"], registry=REGISTRY)
-STAGE_INDEX = Gauge("stepshot_resource_stage_index", "Index of the current step of a resource",
-                    ["namespace", "name"], registry=REGISTRY)
-PARTITIONS_DONE = Gauge("stepshot_partitions_done", "Few-shot partitions (stages) finished",
-                        ["namespace", "name"], registry=REGISTRY)
-PARTITIONS_TOTAL = Gauge("stepshot_partitions_total", "Few-shot partitions (stages) planned",
-                         ["namespace", "name"], registry=REGISTRY)
+PHASE = Gauge("stepshot_resource_phase", "1 for the phase a resource is in, 0 for the others",
+              [*_KEY, "phase"], registry=REGISTRY)
+CURRENT_STAGE = Gauge("stepshot_resource_current_stage", "1 for the stage a resource is at (label stage)",
+                      [*_KEY, "stage"], registry=REGISTRY)
+STEP_INDEX = Gauge("stepshot_resource_step_index", "Index of the current step of a resource's plan",
+                   _KEY, registry=REGISTRY)
+STAGES_DONE = Gauge("stepshot_resource_stages_done", "Stages (training, few-shot, evaluation) finished",
+                    _KEY, registry=REGISTRY)
+STAGES_PLANNED = Gauge("stepshot_resource_stages", "Stages (training, few-shot, evaluation) planned",
+                       _KEY, registry=REGISTRY)
+LAST_PROGRESS = Gauge("stepshot_resource_last_progress_timestamp_seconds",
+                      "When a stage of the resource last changed state (Unix time)", _KEY, registry=REGISTRY)
 TRANSITIONS = Counter("stepshot_stage_transitions_total", "Stage state transitions",
                       ["kind", "state"], registry=REGISTRY)
 STAGE_DURATION = Histogram("stepshot_stage_duration_seconds", "Training/evaluation time of finished stages",
@@ -27,10 +35,11 @@ RECONCILE_DURATION = Histogram("stepshot_reconcile_duration_seconds", "Wall time
                                registry=REGISTRY,
                                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 KENDALL_TAU = Gauge("stepshot_kendall_tau", "Final Kendall tau of a resource's evaluation",
-                    ["namespace", "name"], registry=REGISTRY)
+                    _KEY, registry=REGISTRY)
 
-_PER_RESOURCE = (STAGE_INDEX, PARTITIONS_DONE, PARTITIONS_TOTAL, KENDALL_TAU)
+_PER_RESOURCE = (STEP_INDEX, STAGES_DONE, STAGES_PLANNED, LAST_PROGRESS, KENDALL_TAU)
 _phases: dict[tuple[str, str], str] = {}
+_stages: dict[tuple[str, str], str] = {}
 _jobs: dict[tuple[str, str], Mapping[str, int]] = {}
 
 
@@ -52,25 +61,52 @@ def observe_resource(namespace: str, name: str, status: Mapping) -> None:
     key = (namespace, name)
     _phases[key] = status.get("phase", "Pending")
     _jobs[key] = status.get("childJobs") or {}
-    if "stageIndex" in status:
-        STAGE_INDEX.labels(namespace, name).set(status["stageIndex"])
-    if "partitionsTotal" in status:
-        PARTITIONS_DONE.labels(namespace, name).set(status["partitionsDone"])
-        PARTITIONS_TOTAL.labels(namespace, name).set(status["partitionsTotal"])
-    tau = (status.get("result") or {}).get("kendall_tau")
+    for phase in PHASES:
+        PHASE.labels(namespace, name, phase).set(1 if phase == _phases[key] else 0)
+    stage = str(status.get("currentStage") or "")
+    if _stages.get(key) not in (None, stage):
+        _remove(CURRENT_STAGE, namespace, name, _stages[key])
+    _stages[key] = stage
+    CURRENT_STAGE.labels(namespace, name, stage).set(1)
+    for gauge, field in ((STEP_INDEX, "stepIndex"), (STAGES_DONE, "stagesDone"), (STAGES_PLANNED, "stagesTotal")):
+        if field in status:
+            gauge.labels(namespace, name).set(status[field])
+    progressed = _last_change(status)
+    if progressed is not None:
+        LAST_PROGRESS.labels(namespace, name).set(progressed)
+    tau = (status.get("result") or {}).get("kendallTau")
     if isinstance(tau, (int, float)):
         KENDALL_TAU.labels(namespace, name).set(tau)
     _refresh()
 
 
+def _last_change(status: Mapping) -> float | None:
+    """The latest start or completion time among the resource's stages (Unix seconds)."""
+    times = [t for entry in (status.get("stages") or {}).values()
+             for t in (entry.get("startTime"), entry.get("completionTime"),
+                       (entry.get("snapshot") or {}).get("completionTime")) if t]
+    if not times:
+        return None
+    return datetime.fromisoformat(max(times).replace("Z", "+00:00")).timestamp()
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
+
+
 def forget_resource(namespace: str, name: str) -> None:
     _phases.pop((namespace, name), None)
     _jobs.pop((namespace, name), None)
+    stage = _stages.pop((namespace, name), None)
+    if stage is not None:
+        _remove(CURRENT_STAGE, namespace, name, stage)
+    for phase in PHASES:
+        _remove(PHASE, namespace, name, phase)
     for gauge in _PER_RESOURCE:
-        try:
-            gauge.remove(namespace, name)
-        except KeyError:
-            pass
+        _remove(gauge, namespace, name)
     _refresh()
 
 

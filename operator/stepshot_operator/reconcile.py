@@ -66,6 +66,7 @@ class Result:
     create: tuple[dict, ...] = ()
     suspend: tuple[str, ...] = ()
     resume: tuple[str, ...] = ()
+    delete_jobs: tuple[str, ...] = ()    # siblings of a failed per-node Job: the group stops together
     transitions: tuple[Transition, ...] = ()
     delete: bool = False                 # ttlSecondsAfterFinished has passed (the resync loop re-checks)
 
@@ -84,6 +85,12 @@ def job_state(job: Mapping | None) -> str:
     if (job.get("spec") or {}).get("suspend"):
         return SUSPENDED
     return ACTIVE
+
+
+def suspended_by_operator(job: Mapping) -> bool:
+    """Whether the operator itself suspended this Job (spec.suspend): only those it resumes."""
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(manifests.ANNOTATION_SUSPENDED_BY) == manifests.SUSPENDED_BY_OPERATOR
 
 
 def _failure(job: Mapping) -> tuple[str, str]:
@@ -289,14 +296,17 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
             state = job_state(job)
             if suspended and state == ACTIVE:
                 suspend.append(name)
-            elif not suspended and state == SUSPENDED:
+            elif not suspended and state == SUSPENDED and suspended_by_operator(job):
                 resume.append(name)
+    # Suspended by someone else (a queue manager waiting to admit it): theirs to resume.
+    held = sorted(n for n, j in observed.jobs.items() if job_state(j) == SUSPENDED and not suspended_by_operator(j))
+    waiting = bool(held) and not any(job_state(j) == ACTIVE for j in observed.jobs.values())
 
     if failed:
         phase = FAILED
     elif evaluation.state == SUCCEEDED:
         phase = SUCCEEDED
-    elif suspended:
+    elif suspended or waiting:
         phase = SUSPENDED
     elif observed.jobs or create:
         phase = RUNNING
@@ -308,14 +318,30 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     result_metrics = (_result(observed, evaluation.jobs[0], parse_evaluation)
                       if evaluation.state == SUCCEEDED else None)
     result_metrics = result_metrics or old.get("result")
-    status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now)
+    suspension = (("SuspendRequested", "spec.suspend is true: no new Jobs, running Jobs suspended") if suspended
+                  else ("SuspendedExternally", f"Job {held[0]}{f' (and {len(held) - 1} more)' if len(held) > 1 else ''}"
+                        " is suspended by another controller (a queue manager such as Kueue resumes it on "
+                        "admission); the operator leaves it suspended") if waiting else None)
+    status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now,
+                     suspension)
     status["conditions"].append(_spec_condition(edit, old, generation, now))
 
     transitions = _transitions(plan, views, stages_status, old_stages, old.get("phase"), phase, status)
     if edit and not _condition_true(old, SPEC_CHANGED):
         transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
     return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
-                  transitions=transitions, delete=_ttl_expired(spec, status, now))
+                  delete_jobs=_stopped_siblings(views, observed), transitions=transitions,
+                  delete=_ttl_expired(spec, status, now))
+
+
+def _stopped_siblings(views: Mapping[str, "_StageView"], observed: Observed) -> tuple[str, ...]:
+    """Per-node Jobs (clusters without Indexed Jobs) still running beside a failed one: without
+    their peer they can only hang in the rendezvous or collectives, holding GPUs."""
+    out: list[str] = []
+    for view in views.values():
+        if view.state == FAILED and len(view.jobs) > 1:
+            out += [n for n in view.jobs if job_state(observed.jobs.get(n)) in (ACTIVE, SUSPENDED)]
+    return tuple(out)
 
 
 def _derive(view: _StageView, observed: Observed, resource: str, mode: str, old_message: str | None) -> None:
@@ -452,36 +478,40 @@ def _condition(ctype: str, true: bool, reason: str, message: str, old: Mapping[s
     status = "True" if true else "False"
     prev = old.get(ctype) or {}
     since = prev.get("lastTransitionTime") if prev.get("status") == status else None
-    return _compact({"type": ctype, "status": status, "reason": reason, "message": message,
+    # An empty message is left out: the 1.20 API server reads "" in a merge patch as null,
+    # which the status schema (type: string) refuses, and the whole status write fails.
+    return _compact({"type": ctype, "status": status, "reason": reason, "message": message or None,
                      "lastTransitionTime": since or _iso(now), "observedGeneration": generation})
 
 
 def _conditions(phase: str, reasons: dict[str, tuple[str, str]], old_status: Mapping,
                 generation: int | None, now: datetime) -> list[dict]:
+    """One condition per phase type; only the true one carries that phase's reason and message,
+    the others say what is true instead (reason: the current phase)."""
     old = {c.get("type"): c for c in old_status.get("conditions") or []}
     out = []
     for ctype in CONDITION_TYPES:
-        reason, message = reasons.get(ctype, (phase, ""))
+        reason, message = reasons.get(ctype, (phase, "")) if phase == ctype else (phase, f"the run is {phase.lower()}")
         out.append(_condition(ctype, phase == ctype, reason, message, old, generation, now))
     return out
 
 
 def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: dict, phase: str,
             failed: list[_StageView], result: dict | None, old: Mapping, generation: int | None,
-            observed: Observed, now: datetime) -> dict:
-    fewshot = [v for v in views.values() if v.stage.is_train and v.stage.step > 0]
-    done = sum(1 for v in fewshot if v.state == SUCCEEDED)
+            observed: Observed, now: datetime, suspension: tuple[str, str] | None = None) -> dict:
+    done = sum(1 for v in views.values() if v.state == SUCCEEDED)
     index, current = _current(plan, views)
     reasons: dict[str, tuple[str, str]] = {"Running": ("StageRunning", f"running {current}")}
     if failed:
         first = failed[0]
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         reasons["Failed"] = (first.reason or "StageFailed", (first.failure or "") + more)
-    tau = (result or {}).get("kendall_tau")
+    tau = (result or {}).get("kendallTau")
     reasons["Succeeded"] = ("EvaluationComplete",
                             f"kendall tau {tau:.4f}" if isinstance(tau, (int, float)) else
                             "evaluation finished" + ("" if result else "; metrics unavailable"))
-    reasons["Suspended"] = ("SuspendRequested", "spec.suspend is true: no new Jobs, running Jobs suspended")
+    if suspension:
+        reasons["Suspended"] = suspension
 
     oneshot = stages[plan.stages[0].name]
     evaluation = stages[plan.stages[-1].name]
@@ -495,11 +525,11 @@ def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: d
         "observedGeneration": generation,
         "phase": phase,
         "currentStage": "done" if phase == SUCCEEDED else current,
-        "stageIndex": index,
-        "stagesTotal": len(plan.steps),
-        "partitions": f"{done}/{len(fewshot)}",
-        "partitionsDone": done,
-        "partitionsTotal": len(fewshot),
+        "stepIndex": index,
+        "stepsTotal": len(plan.steps),
+        "progress": f"{done}/{len(views)}",
+        "stagesDone": done,
+        "stagesTotal": len(views),
         "startTime": oneshot.get("startTime"),
         "completionTime": completion,
         "stages": stages,
@@ -511,10 +541,10 @@ def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: d
 
 
 def _child_counts(observed: Observed) -> dict[str, int]:
-    counts = {"active": 0, "succeeded": 0, "failed": 0}
+    counts = {"active": 0, "suspended": 0, "succeeded": 0, "failed": 0}
     for job in observed.jobs.values():
         state = job_state(job)
-        key = {SUCCEEDED: "succeeded", FAILED: "failed"}.get(state, "active")
+        key = {SUCCEEDED: "succeeded", FAILED: "failed", SUSPENDED: "suspended"}.get(state, "active")
         counts[key] += 1
     return counts
 

@@ -12,7 +12,7 @@ controller and no static token file needed. The test plays the Job controller an
 kubelet (Job status, a terminated evaluation pod), the operator drives a partitioned
 pipeline to Succeeded, and its ttlSecondsAfterFinished deletes the resource. The operator's
 log must show no refused request. Then the same identity is refused what its role does not
-grant (Jobs outside its namespaces, Secrets, Pods, deleting Jobs, ...).
+grant (Jobs outside its namespaces, Secrets, Pods, deleting every Job at once, ...).
 """
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ LINT_CASES = {
                                           "podMonitor": {"enabled": True}}},
     "cluster-all": {"rbac": {"mode": "cluster"}, "monitoring": {"podMonitor": {"enabled": True}}},
     "cluster-patterns": {"rbac": {"mode": "cluster"}, "watchNamespaces": ["team-*"]},
+    "gpu-cluster": {"monitoring": {"prometheusRule": {"enabled": True, "stalledMinutes": 45}},
+                    "trainer": {"imagePullSecrets": [{"name": "regcred"}]}},
     "minimal": {"rbac": {"crdWatch": False, "volumeSnapshots": False}, "dashboard": {"enabled": False},
                 "metrics": {"service": {"enabled": False}},
                 "trainer": {"serviceAccount": {"create": False}}},
@@ -91,6 +93,28 @@ def test_lint(case, tmp_path):
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     (chart / "values.yaml").write_text(yaml.safe_dump(_deep_merge(values, LINT_CASES[case])))
     assert _lint(chart) == []
+
+
+@pytest.mark.parametrize("values,where", [
+    ({"monitoring": {"serviceMonitr": {"enabled": True}}}, "serviceMonitr"),
+    ({"trainer": {"tolerations": []}}, "tolerations"),
+    ({"rbac": {"mode": "clusterwide"}}, "mode"),
+    ({"operator": {"metricsPort": "8080"}}, "metricsPort"),
+])
+def test_unknown_or_mistyped_values_are_refused(values, where, tmp_path):
+    """values.schema.json: a misspelled or unknown value is an error, not silently ignored."""
+    chart = tmp_path / "stepshot"
+    shutil.copytree(CHART, chart)
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    (chart / "values.yaml").write_text(yaml.safe_dump(_deep_merge(base, values)))
+    # helm-sdkpy reports the schema error without its text: the file it is in is what we can see
+    assert [m["Path"] for m in _lint(chart) if m["Severity"] == 3][:1] == ["values.yaml"], where
+
+
+def test_values_schema_is_generated_from_values_yaml():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-values-schema.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_lint_catches_template_errors(tmp_path):
@@ -203,7 +227,7 @@ def _expand(rules: list[tuple[str, list[str], list[str]]]) -> set[tuple]:
 NAMESPACED_RULES = _expand([
     ("stepshot.dev", ["supernettrainings"], ["get", "list", "watch", "delete"]),
     ("stepshot.dev", ["supernettrainings/status"], ["patch"]),
-    ("batch", ["jobs"], ["create", "list", "watch", "patch"]),
+    ("batch", ["jobs"], ["create", "list", "watch", "patch", "delete"]),
     ("", ["pods"], ["list"]),
     ("", ["configmaps"], ["create", "get"]),
     ("", ["services"], ["create"]),
@@ -222,13 +246,16 @@ def monitoring_crds(cluster):
     """prometheus-operator's ServiceMonitor/PodMonitor kinds (schema-less stand-ins)."""
     _apply_crd(cluster, _crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"))
     _apply_crd(cluster, _crd("monitoring.coreos.com", "PodMonitor", "podmonitors"))
+    _apply_crd(cluster, _crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"))
 
 
 @pytest.fixture(scope="module")
 def namespaced_release(cluster, monitoring_crds):
     _ensure_ns(cluster, NS_TEAM, NS_OTHER)
     values = {"watchNamespaces": [NS_RELEASE, NS_TEAM],
-              "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+              "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
+                             "prometheusRule": {"enabled": True}},
+              "trainer": {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]}}
     result = _install(cluster, NS_RELEASE, "stepshot", values)
     yield result
     _uninstall(cluster, NS_RELEASE, "stepshot")
@@ -269,6 +296,7 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     assert args.liveness == "http://0.0.0.0:8081/healthz" and args.metrics_port == 8080
     env = {e.name: e.value for e in c.env}
     assert env["STEPSHOT_TRAINER_SERVICE_ACCOUNT"] == "stepshot-trainer"
+    assert env["STEPSHOT_TRAINER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
     assert "STEPSHOT_EXTRA_VOLUME_TYPES" not in env        # only the safe data volume types by default
     assert {v.name for v in pod.volumes} == {"tmp"}
 
@@ -276,6 +304,7 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     for ns in (NS_RELEASE, NS_TEAM):
         trainer = core.read_namespaced_service_account("stepshot-trainer", ns)
         assert trainer.automount_service_account_token is False
+        assert [s.name for s in trainer.image_pull_secrets] == ["regcred", "mirror"]
         role = rbac.read_namespaced_role("stepshot", ns)
         assert _rules(role) == NAMESPACED_RULES
         binding = rbac.read_namespaced_role_binding("stepshot", ns)
@@ -313,6 +342,32 @@ def test_install_namespaced_mode(cluster, namespaced_release):
         {"key": "stepshot.dev/training", "operator": "Exists"}]
     assert pm["spec"]["namespaceSelector"] == {"matchNames": [NS_RELEASE, NS_TEAM]}
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.apiserver
+def test_alert_rules_pass_promtool(cluster, namespaced_release, tmp_path):
+    from promtool import promtool_path
+
+    rule = cluster["custom"].get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", NS_RELEASE, "prometheusrules", "stepshot")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"StepshotRunFailed", "StepshotRunStalled", "StepshotOperatorReconcileErrors"}
+    assert "> 1800" in alerts["StepshotRunStalled"]["expr"]        # stalledMinutes 30
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run([promtool_path(), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.apiserver
+@pytest.mark.parametrize("version", ["1.28.0", "1.31.0"])
+def test_installed_manifests_pass_strict_schemas(namespaced_release, cluster_release, version):
+    import kubernetes_validate
+
+    for release in (namespaced_release, cluster_release):
+        for doc in yaml.safe_load_all(release["manifest"]):
+            if doc and doc["apiVersion"] != "monitoring.coreos.com/v1":   # prometheus-operator's own CRDs
+                kubernetes_validate.validate(doc, version, strict=True)
 
 
 @pytest.mark.apiserver
@@ -486,7 +541,7 @@ def test_operator_completes_a_pipeline_with_the_chart_rbac(mode, cluster, reques
             time.sleep(0.5)
         status = phases[name]
         assert status.get("phase") == "Succeeded", (phases, log_path.read_text()[-3000:])
-        assert status["result"]["kendall_tau"] == 0.625
+        assert status["result"]["kendallTau"] == 0.625
         assert phases[failing].get("phase") == "Failed", phases[failing]
 
         # the operator's metrics endpoint serves what the dashboard queries

@@ -302,8 +302,7 @@ def test_dashboard_shape():
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24
     # per-resource panels honour the namespace/name variables
     for where, expr in _queries(dash):
-        for metric in re.findall(r"(stepshot_(?:resource_stage_index|partitions_done|partitions_total|"
-                                 r"kendall_tau|trainer_\w+))\{([^}]*)\}", expr):
+        for metric in re.findall(r"(stepshot_(?:resource_\w+|kendall_tau|trainer_\w+))\{([^}]*)\}", expr):
             assert "$namespace" in metric[1] and "$name" in metric[1], (where, expr)
 
 
@@ -348,9 +347,15 @@ def test_every_query_uses_only_exported_metrics(exported):
 REQUIRED_TOPICS = {
     # topic: (title regex, metric that must be queried in that panel)
     "resources by phase": (r"phase", "stepshot_resources"),
-    "current stage per resource": (r"stage", "stepshot_resource_stage_index"),
-    "partitions done/total": (r"partition", "stepshot_partitions_done"),
-    "partitions total": (r"partition", "stepshot_partitions_total"),
+    "current stage per resource": (r"stage", "stepshot_resource_step_index"),
+    "stages done/planned": (r"stages", "stepshot_resource_stages_done"),
+    "stages planned": (r"stages", "stepshot_resource_stages"),
+    "runs: phase": (r"^runs", "stepshot_resource_phase"),
+    "runs: stage": (r"^runs", "stepshot_resource_current_stage"),
+    "runs: stuck (last step)": (r"^runs", "stepshot_trainer_last_step_timestamp_seconds"),
+    "runs: last stage change": (r"^runs", "stepshot_resource_last_progress_timestamp_seconds"),
+    "runs: tau": (r"^runs", "stepshot_kendall_tau"),
+    "failed runs": (r"failed", "stepshot_resource_phase"),
     "stage durations": (r"duration", "stepshot_stage_duration_seconds_bucket"),
     "stage transitions": (r"transition", "stepshot_stage_transitions_total"),
     "child jobs": (r"job", "stepshot_child_jobs"),
@@ -383,3 +388,16 @@ def test_per_member_and_per_stage_breakdowns():
     assert any("stepshot_kendall_tau" in e for e in tau)
     assert any("stepshot_trainer_selection_kendall_tau" in e for e in tau)
     assert panels["Kendall tau over time"]["type"] == "timeseries"
+
+
+def test_trainer_exposition_passes_promtool():
+    from prometheus_client import generate_latest
+    from promtool import promtool_lint
+    from stepshot_trainer import metrics as tm
+
+    m = tm.TrainerMetrics(stage="oneshot", partition="root", port=None)
+    for name in tm.metric_names():
+        if name != tm.LOSS:
+            m.set(name, 1.0)
+    m.loss("max", 0.5)
+    assert promtool_lint(generate_latest(m.registry)) == ""

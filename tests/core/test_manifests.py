@@ -84,9 +84,10 @@ def test_multi_node_uses_an_indexed_job_and_headless_service():
     spec = pod(job)
     assert spec["subdomain"] == "demo-oneshot" == service["metadata"]["name"]
     e = env(spec["containers"][0])
-    assert e["PET_MASTER_ADDR"] == "demo-oneshot-0.demo-oneshot" and e["PET_MASTER_PORT"] == "29500"
-    assert e["PET_NODE_RANK"]["fieldRef"]["fieldPath"] == \
-        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # c10d rendezvous on node 0's agent: a failed worker or a replacement pod restarts the group
+    assert e["PET_RDZV_BACKEND"] == "c10d" and e["PET_RDZV_ENDPOINT"] == "demo-oneshot-0.demo-oneshot:29500"
+    assert e["PET_RDZV_ID"] == "demo-oneshot" and e["PET_MAX_RESTARTS"] == "3" and e["PET_NNODES"] == "3"
+    assert "PET_NODE_RANK" not in e and "PET_MASTER_ADDR" not in e   # ranks come from the rendezvous
     assert "--standalone" not in spec["containers"][0]["command"]
     assert "demo-oneshot-0.demo-oneshot" in spec["initContainers"][0]["command"][-1]
     # the service selects exactly this stage's training pods
@@ -102,15 +103,17 @@ def test_multi_node_without_indexed_jobs_falls_back_to_one_job_per_rank():
     for rank, job in enumerate(jobs):
         spec = pod(job)
         assert spec["hostname"] == f"demo-oneshot-{rank}" and spec["subdomain"] == "demo-oneshot"
-        assert env(spec["containers"][0])["PET_NODE_RANK"] == str(rank)
-        assert env(spec["containers"][0])["PET_MASTER_ADDR"] == "demo-oneshot-0.demo-oneshot"
+        assert env(spec["containers"][0])["PET_RDZV_ENDPOINT"] == "demo-oneshot-0.demo-oneshot:29500"
         assert "completionMode" not in job["spec"] and "suspend" not in job["spec"]
 
 
-def test_suspend_is_propagated():
+def test_suspend_is_propagated_and_marked_as_the_operators():
     c = ctx(suspend=True)
     [job] = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert job["spec"]["suspend"] is True
+    assert job["metadata"]["annotations"][manifests.ANNOTATION_SUSPENDED_BY] == manifests.SUSPENDED_BY_OPERATOR
+    [job] = manifests.train_objects(ctx(), c.plan.stage("oneshot"))
+    assert job["spec"]["suspend"] is False and manifests.ANNOTATION_SUSPENDED_BY not in job["metadata"]["annotations"]
 
 
 def test_snapshot_step_and_volume_snapshot():
@@ -205,5 +208,77 @@ def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
     c = ctx(resources={"nodes": 1, "procsPerNode": procs, "gpusPerNode": 0, "cpu": cpu})
     [job] = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert env(pod(job)["containers"][0])["OMP_NUM_THREADS"] == threads
+    c = ctx(evaluation={"resources": {"cpu": cpu}})   # the evaluation pod has its own size
     evaluation = manifests.eval_job(c, c.plan.stages[-1])
     assert env(pod(evaluation)["containers"][0])["OMP_NUM_THREADS"] == str(max(1, int(manifests.cpu_cores(cpu))))
+
+
+# --------------------------------------------------------------------------- scheduling (issue: GPU clusters)
+
+GPU_SCHEDULING = {
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "imagePullSecrets": [{"name": "regcred"}],
+    "labels": {"kueue.x-k8s.io/queue-name": "team", "team": "nas"},
+    "annotations": {"scheduling.x-k8s.io/group": "g"},
+    "schedulerName": "volcano",
+    "training": {"nodeSelector": {"gpu": "h100"}, "priorityClassName": "preemptible", "labels": {"team": "train"},
+                 "activeDeadlineSeconds": 3600,
+                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                     "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In",
+                                                                  "values": ["a"]}]}]}}}},
+    "snapshot": {"tolerations": [], "serviceAccountName": "copier"},
+}
+
+
+def _by_component(c):
+    return {o["metadata"]["labels"][manifests.LABEL_COMPONENT]: o for o in manifests.all_objects(c)
+            if o["kind"] == "Job"}
+
+
+def test_scheduling_reaches_each_roles_jobs_and_pods():
+    c = ctx(caps=Caps(trainer_service_account="trainer"), scheduling=GPU_SCHEDULING)
+    jobs = _by_component(c)
+    train, snap, evaluation = pod(jobs["train"]), pod(jobs["snapshot"]), pod(jobs["evaluate"])
+    toleration = GPU_SCHEDULING["tolerations"]
+    assert train["tolerations"] == evaluation["tolerations"] == toleration and "tolerations" not in snap
+    assert train["nodeSelector"] == {"gpu": "h100"} and "nodeSelector" not in evaluation
+    assert train["affinity"] == GPU_SCHEDULING["training"]["affinity"] and train["priorityClassName"] == "preemptible"
+    assert {p["schedulerName"] for p in (train, snap, evaluation)} == {"volcano"}
+    assert all(p["imagePullSecrets"] == [{"name": "regcred"}] for p in (train, snap, evaluation))
+    assert snap["serviceAccountName"] == "copier" and train["serviceAccountName"] == "trainer"
+    assert all(p["automountServiceAccountToken"] is False for p in (train, snap, evaluation))
+    for component, job in jobs.items():     # the queue label on the Job (Kueue) and on its pods
+        for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+            assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team"
+            assert meta["annotations"]["scheduling.x-k8s.io/group"] == "g"
+            assert meta["labels"]["team"] == ("train" if component == "train" else "nas")   # role wins per key
+            assert meta["labels"][manifests.LABEL_TRAINING] == "demo"
+    assert jobs["train"]["spec"]["activeDeadlineSeconds"] == 3600 and "activeDeadlineSeconds" not in jobs["snapshot"]["spec"]
+
+
+def test_trainer_account_carries_the_charts_pull_secrets():
+    c = ctx(caps=Caps(trainer_service_account="trainer", trainer_pull_secrets=("regcred",)))
+    account = manifests.trainer_service_account(c)
+    assert account["imagePullSecrets"] == [{"name": "regcred"}] and account["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("version,policy", [((1, 20), False), ((1, 25), False), ((1, 26), True), ((1, 31), True)])
+def test_disruptions_do_not_count_against_backoff_where_served(version, policy):
+    c = ctx(caps=Caps(version=version))
+    for job in _by_component(c).values():
+        if not policy:
+            assert "podFailurePolicy" not in job["spec"]
+            continue
+        rules = job["spec"]["podFailurePolicy"]["rules"]
+        assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
+        assert rules[1]["onExitCodes"]["containerName"] == pod(job)["containers"][0]["name"]
+
+
+def test_evaluation_has_its_own_resources():
+    gpu = ctx(resources={"nodes": 2, "procsPerNode": 8, "gpusPerNode": 8, "cpu": "96", "memory": "900Gi"})
+    limits = pod(_by_component(gpu)["evaluate"])["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}   # defaults, one GPU
+    cpu = ctx(evaluation={"resources": {"cpu": "500m", "memory": "1Gi"}})
+    assert pod(_by_component(cpu)["evaluate"])["containers"][0]["resources"]["limits"] == {"cpu": "500m",
+                                                                                           "memory": "1Gi"}

@@ -101,8 +101,12 @@ def test_crd_shape():
     assert crd["metadata"]["name"] == "supernettrainings.stepshot.dev"
     assert version["subresources"] == {"status": {}}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-    assert status["x-kubernetes-preserve-unknown-fields"] is True  # keeps kopf's bookkeeping
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Stage", "Partitions", "Tau", "Age"]
+    assert "x-kubernetes-preserve-unknown-fields" not in status   # structural: `kubectl explain` shows it
+    assert status["properties"]["result"]["properties"]["kendallTau"]["type"] == "number"
+    assert status["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns == {"Phase": ".status.phase", "Stage": ".status.currentStage", "Progress": ".status.progress",
+                       "Tau": ".status.result.kendallTau", "Age": ".metadata.creationTimestamp"}
     yaml.safe_dump(crd)  # serialisable
 
 
@@ -115,3 +119,47 @@ def test_load_file_resolves_relative_paths(tmp_path):
     path.write_text("spec: [unclosed")
     with pytest.raises(spec.SpecError, match="t.yaml"):
         spec.load_file(path)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("resources__cpu", "1.2.3", "spec.resources.cpu"),
+    ("resources__memory", "8Gii", "spec.resources.memory"),
+    ("resources__cpu", "-1", "spec.resources.cpu"),
+    ("resources__cpu", "0", "spec.resources.cpu: Invalid value: \"0\": spec.resources.cpu in body should be greater than 0"),
+    ("evaluation__resources__memory", "lots", "spec.evaluation.resources.memory"),
+    ("scheduling__tolerations", [{"key": "nvidia.com/gpu", "operator": "Exist"}],
+     'spec.scheduling.tolerations[0].operator: Unsupported value: "Exist"'),
+    ("scheduling__training__affinity", {"nodeAffinity": {"required": {}}},
+     'spec.scheduling.training.affinity.nodeAffinity.required: Unknown field'),
+    ("scheduling__labels", {"stepshot.dev/training": "x"}, 'spec.scheduling.labels.stepshot.dev/training: Forbidden'),
+    ("scheduling__labels", {"bad key!": "x"}, "must be a qualified name"),
+    ("scheduling__evaluation__nodeSelector", {"gpu": "a" * 64}, "must be a label value"),
+    ("scheduling__imagePullSecrets", [{"nam": "regcred"}], 'Unknown field: "nam" (did you mean "name"?)'),
+    ("scheduling__priorityClassName", "High_Priority", "spec.scheduling.priorityClassName"),
+])
+def test_cluster_fields_are_checked_at_apply_time(field, value, needle):
+    errors = spec.validate(with_spec(**{field: value}))
+    assert any(needle in e for e in errors), errors
+
+
+def test_unknown_fields_suggest_the_close_name():
+    errors = spec.validate(with_spec(trainig={"batchSize": 1}, resources={"memry": "1Gi"}))
+    assert 'spec.trainig: Unknown field: "trainig" (did you mean "training"?)' in errors
+    assert 'spec.resources.memry: Unknown field: "memry" (did you mean "memory"?)' in errors
+
+
+@pytest.mark.parametrize("name,nodes,ok", [("a-b", 1, True), ("x.y", 1, False), ("Upper", 1, False),
+                                           ("1run", 1, True), ("1run", 2, False), ("a" * 64, 1, False),
+                                           (["a"], 1, False)])
+def test_metadata_name_must_make_valid_child_names(name, nodes, ok):
+    doc = with_spec(resources={"nodes": nodes})
+    doc["metadata"]["name"] = name
+    errors = spec.validate(doc)
+    assert (errors == []) == ok and all(e.startswith("metadata.name") for e in errors), errors
+
+
+@pytest.mark.parametrize("text,value", [("2", 2), ("500m", 0.5), ("1.5", 1.5), ("8Gi", 8 * 2**30), ("1e3", 1000),
+                                        ("64M", 64 * 10**6), (".5", 0.5)])
+def test_quantities_parse_exactly(text, value):
+    assert spec.parse_quantity(text) == pytest.approx(value)
+

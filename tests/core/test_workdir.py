@@ -15,7 +15,7 @@ def test_messages_round_trip_and_status_drops_absent_values():
     assert workdir.parse_snapshot(SNAP.message()) == SNAP
     ev = EvaluationResult(n=64, kendall_tau=0.61, spearman=0.8)
     assert workdir.parse_evaluation(ev.message()) == ev
-    assert ev.status() == {"n": 64, "kendall_tau": 0.61, "spearman": 0.8}
+    assert ev.status() == {"n": 64, "kendallTau": 0.61, "spearman": 0.8}   # status keys are camelCase
 
 
 @pytest.mark.parametrize("text,why", [

@@ -90,7 +90,7 @@ def assert_succeeded(node: Node, body: dict, work: Path, stages: list[str]) -> N
     status = body["status"]
     assert status["phase"] == "Succeeded", describe(node, namespace, name)
     result = status["result"]
-    assert result["n"] == 64 and math.isfinite(result["kendall_tau"]) and -1 <= result["kendall_tau"] <= 1
+    assert result["n"] == 64 and math.isfinite(result["kendallTau"]) and -1 <= result["kendallTau"] <= 1
     for stage in stages:
         # The status's checkpoint is what the snapshot pod wrote: the hash of the file on the volume.
         checkpoint = status["stages"][stage]["checkpoint"]
@@ -99,9 +99,10 @@ def assert_succeeded(node: Node, body: dict, work: Path, stages: list[str]) -> N
         assert checkpoint["stage"] == stage and (work / checkpoint["file"]).is_file()
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Succeeded"]["status"] == "True"
-    assert f"{result['kendall_tau']:.4f}" in conditions["Succeeded"]["message"]
+    assert f"{result['kendallTau']:.4f}" in conditions["Succeeded"]["message"]
     row = node.kubectl("get", "sst", name, "-n", namespace)
-    assert "Succeeded" in row and f"{result['kendall_tau']:.3f}"[:4] in row
+    total = len(status["stages"])
+    assert "Succeeded" in row and f"{result['kendallTau']:.3f}"[:4] in row and f"{total}/{total}" in row
     assert {"StageRunning", "StageSnapshotting", "StageSucceeded", "PhaseSucceeded"} <= event_reasons(
         node, namespace, name)
 
@@ -148,11 +149,63 @@ def test_grouped_run_succeeds_with_tau_checkpoints_events_and_metrics(operator):
     assert 'stepshot_resources{phase="Succeeded"}' in op_metrics
 
 
-def _kill_container(pod: dict) -> None:
-    """SIGKILL the pod's container through the node's runtime, as the OOM killer would."""
+def _kill_container(pod: dict, signal: str = "SIGKILL") -> None:
+    """Signal the pod's container through the node's runtime: SIGKILL as the OOM killer would,
+    SIGTERM as the kubelet does when the pod is preempted, evicted or drained."""
     container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     subprocess.run(["ctr", "--address", str(CLUSTER_DIR / "run" / "containerd.sock"), "-n", "k8s.io",
-                    "task", "kill", "-s", "SIGKILL", container], check=True, capture_output=True)
+                    "task", "kill", "-s", signal, container], check=True, capture_output=True)
+
+
+GPU_TAINT = "stepshot.dev/test-gpu"
+
+
+def test_a_tainted_node_and_a_preempted_pod_scheduling_and_sigterm_checkpoint(operator):
+    """spec.scheduling reaches real pods (they tolerate a tainted node); SIGTERM mid-epoch makes
+    the trainer checkpoint, and the Job's next pod resumes from that step to Succeeded."""
+    node, namespace, name = operator, f"nas-preempted-{RUN}", "preempted"
+    work = node.work_volume(namespace)
+    node.kubectl("taint", "node", "localhost", f"{GPU_TAINT}=true:NoSchedule")
+    try:
+        scheduling = {"tolerations": [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+                      "nodeSelector": {"kubernetes.io/hostname": "localhost"},
+                      "labels": {"kueue.x-k8s.io/queue-name": "team"}, "annotations": {"example.com/gang": "g1"}}
+        apply(node, training(name, namespace, dataset={"trainLimit": 6144}, scheduling=scheduling))
+
+        def training_pod_at_step(least: int):
+            pods = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/job={name}-oneshot")["items"]
+            for pod in pods:
+                if pod["status"].get("phase") == "Running" and pod["status"].get("podIP"):
+                    try:
+                        text = node.scrape(pod, 9400, timeout=2)
+                    except OSError:
+                        continue
+                    steps = [float(ln.split()[-1]) for ln in text.splitlines()
+                             if ln.startswith('stepshot_trainer_step{partition="root",stage="oneshot"}')]
+                    if steps and steps[0] >= least:
+                        return pod
+            return None
+        victim = wait_for(lambda: training_pod_at_step(5), 600, "the one-shot pod at step 5", 0.5)
+        _kill_container(victim, "SIGTERM")
+        body = wait_phase(node, namespace, name, 900)
+    finally:
+        node.kubectl("taint", "node", "localhost", f"{GPU_TAINT}-", check=False)
+    assert_succeeded(node, body, work, ["oneshot", "g2"])
+    pods = {p["metadata"]["name"]: p for p in node.get("pods", "-n", namespace, "-l",
+                                                        f"stepshot.dev/job={name}-oneshot")["items"]}
+    first = pods[victim["metadata"]["name"]]
+    term = first["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] != 0 and "SIGTERM: checkpoint at step" in term["message"], term
+    step = int(term["message"].split("checkpoint at step ")[1].split(";")[0])
+    [second] = [n for n in pods if n != victim["metadata"]["name"]]
+    log = node.kubectl("logs", second, "-n", namespace)
+    assert f"resumed from preempted.pt (epoch 0, step {step})" in log, log[-2000:]
+    assert not (work / "oneshot" / "checkpoints" / "preempted.pt").exists()   # superseded by the epoch's
+    for pod in children(node, namespace, name, "pods"):
+        spec, meta = pod["spec"], pod["metadata"]
+        assert {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert spec["nodeSelector"] == {"kubernetes.io/hostname": "localhost"}
+        assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team" and meta["annotations"]["example.com/gang"] == "g1"
 
 
 def test_partitioned_run_survives_an_operator_restart_and_a_killed_partition_pod(operator):
@@ -217,5 +270,7 @@ def test_deleting_the_resource_lets_the_garbage_collector_remove_its_children(op
     wait_for(lambda: {"Job", "Pod", "ConfigMap", "Service"} <= kinds(), 120, "the children")
     node.kubectl("delete", "sst", name, "-n", namespace, "--wait=false")
     wait_for(lambda: not children(node, namespace, name), 120, "the garbage collector")
+    explained = node.kubectl("explain", "supernettraining.status.result")       # a structural status schema
+    assert "kendallTau" in explained
     # The trainer ServiceAccount is the namespace's, not the resource's: it stays.
     assert node.get("serviceaccount", TRAINER_SA, "-n", namespace)["automountServiceAccountToken"] is False

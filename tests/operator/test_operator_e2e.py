@@ -49,9 +49,9 @@ def test_full_run_to_succeeded_with_kendall_tau(apiserver, namespace, operator, 
     created = t.create()
     assert t.run() == []
     status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
-    assert status["result"]["kendall_tau"] == pytest.approx(0.6123)
+    assert status["result"]["kendallTau"] == pytest.approx(0.6123)
     assert status["observedGeneration"] == created["metadata"]["generation"]
-    assert status["partitions"] == ("6/6" if few is None else "2/2")
+    assert status["progress"] == ("8/8" if few is None else "4/4")
     assert status["stages"]["oneshot"]["checkpoint"]["epoch"] == 3
     cond = {c["type"]: c for c in status["conditions"]}
     assert cond["Succeeded"]["status"] == "True" and cond["Failed"]["status"] == "False"

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from stepshot import manifests
 from stepshot.manifests import Caps
 from stepshot.plan import build_plan
-from stepshot.spec import load
+from stepshot.spec import STATUS_SCHEMA, _check, load
 from stepshot.workdir import EvaluationResult, SnapshotResult
 from stepshot_operator import reconcile as rc
 
@@ -61,8 +61,21 @@ class Cluster:
                 self.created.append(obj["metadata"]["name"])
                 assert obj["metadata"]["name"] not in self.jobs, "duplicate create"
                 self.jobs[obj["metadata"]["name"]] = obj
+        for name, suspend in [(n, True) for n in result.suspend] + [(n, False) for n in result.resume]:
+            self.set_suspend(name, suspend, by_operator=True)   # what k8s.Kube.set_job_suspend patches
+        for name in result.delete_jobs:
+            del self.jobs[name]
         self.body = dict(self.body, status=result.status)
+        assert not rc_schema_errors(result.status), rc_schema_errors(result.status)
         return result
+
+    def set_suspend(self, name, suspend, by_operator):
+        job = self.jobs[name] = copy.deepcopy(self.jobs[name])
+        job["spec"]["suspend"] = suspend
+        annotations = job["metadata"].setdefault("annotations", {})
+        annotations.pop(manifests.ANNOTATION_SUSPENDED_BY, None)
+        if suspend and by_operator:
+            annotations[manifests.ANNOTATION_SUSPENDED_BY] = manifests.SUSPENDED_BY_OPERATOR
 
     def finish(self, name, ok=True, message=None):
         self.jobs[name] = finished(self.jobs[name], ok)
@@ -71,6 +84,24 @@ class Cluster:
 
     def active(self):
         return sorted(n for n, j in self.jobs.items() if rc.job_state(j) == rc.ACTIVE)
+
+
+def rc_schema_errors(status):
+    """The status checked against the CRD's status schema as strictly as a spec (unknown keys
+    included): the API server would prune anything the schema lacks."""
+    empty = [f"{path}: empty string (the 1.20 API server reads it as null)" for path in _empty_strings(status)]
+    return list(_check(status, STATUS_SCHEMA, "status")) + empty
+
+
+def _empty_strings(value, path="status"):
+    if value == "":
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _empty_strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _empty_strings(item, f"{path}[{i}]")
 
 
 def jobs_of(result):
@@ -94,14 +125,14 @@ def test_partitioned_run_walks_every_stage_to_succeeded():
     assert r.status["stages"]["oneshot"]["checkpoint"] == {
         "stage": "oneshot", "partition": "root", "epoch": 9, "file": "oneshot/checkpoints/epoch-0009.pt",
         "sha256": "ab" * 32}
-    assert r.status["partitions"] == "0/6" and r.status["stageIndex"] == 1
+    assert r.status["progress"] == "1/8" and r.status["stepIndex"] == 1
     for name in ("demo-s4w0", "demo-s4w1"):
         c.finish(name)
     assert sorted(jobs_of(c.step())) == ["demo-s4w0-snap", "demo-s4w1-snap"]
     c.finish("demo-s4w0-snap")
     r = c.step()
     assert jobs_of(r) == ["demo-s4w0-s3d0", "demo-s4w0-s3d1"]    # children start as soon as their parent is frozen
-    assert r.status["partitions"] == "1/6"
+    assert r.status["progress"] == "2/8"
     c.finish("demo-s4w1-snap")
     assert jobs_of(c.step()) == []                                # maxParallel = 2 already running
     c.finish("demo-s4w0-s3d0")
@@ -113,8 +144,8 @@ def test_partitioned_run_walks_every_stage_to_succeeded():
     assert c.body["status"]["phase"] == "Running" and c.body["status"]["currentStage"] == "eval"
     c.finish("demo-eval", message=EvaluationResult(n=50, kendall_tau=0.71, spearman=0.88).message())
     r = c.step()
-    assert r.status["phase"] == "Succeeded" and r.status["result"]["kendall_tau"] == 0.71
-    assert r.status["partitions"] == "6/6" and r.status["currentStage"] == "done"
+    assert r.status["phase"] == "Succeeded" and r.status["result"]["kendallTau"] == 0.71
+    assert r.status["progress"] == "8/8" and r.status["currentStage"] == "done"
     cond = {x["type"]: x for x in r.status["conditions"]}
     assert cond["Succeeded"]["status"] == "True" and cond["Succeeded"]["observedGeneration"] == 1
     assert cond["Running"]["status"] == "False"
@@ -173,7 +204,7 @@ def test_suspend_stops_new_jobs_and_suspends_running_ones():
     c.body["spec"]["suspend"] = True
     r = c.step()
     assert r.suspend == ("demo-oneshot",) and r.status["phase"] == "Suspended"
-    c.jobs["demo-oneshot"]["spec"]["suspend"] = True
+    assert _cond(r.status, "Suspended")["reason"] == "SuspendRequested"
     c.body["spec"]["suspend"] = False
     r = c.step()
     assert r.resume == ("demo-oneshot",) and r.status["phase"] == "Running"
@@ -195,7 +226,7 @@ def test_grouped_chain_and_transition_events():
     assert c.body["status"]["phase"] == "Succeeded"
     assert [s for s, new in seen if new == "Running" and s != "resource"] == ["oneshot", "g2", "g3", "eval"]
     assert ("g2", "Snapshotting") in seen and ("eval", "Succeeded") in seen
-    assert c.body["status"]["partitions"] == "2/2"
+    assert c.body["status"]["progress"] == "4/4"
 
 
 def test_multi_node_fallback_stage_waits_for_every_rank_and_repairs_missing_jobs():
@@ -315,7 +346,6 @@ def test_runtime_controls_still_apply_and_a_bad_edit_changes_nothing():
     assert "invalid" in cond["message"] and "spec.fewShot.mode" in cond["message"]
     c.body["spec"]["fewShot"] = copy.deepcopy(BASE["spec"]["fewShot"])
     c.body["spec"]["suspend"] = False
-    c.jobs["demo-oneshot"]["spec"]["suspend"] = True
     r = c.step()
     assert r.resume == ("demo-oneshot",) and r.status["phase"] == "Running"
     assert _spec_condition(r.status)["status"] == "False"
@@ -374,3 +404,51 @@ def test_data_volumes_that_reach_the_node_or_secrets_need_the_administrators_opt
     assert rc.reconcile(body, rc.Observed(), allowed, NOW).status["phase"] == "Running"
     pvc = resource(dataset={"kind": "fashion-mnist", "volume": {"persistentVolumeClaim": {"claimName": "data"}}})
     assert rc.reconcile(pvc, rc.Observed(), Caps(), NOW).status["phase"] == "Running"
+
+
+def _cond(status, ctype):
+    return next(c for c in status["conditions"] if c["type"] == ctype)
+
+
+def test_a_job_suspended_by_a_queue_manager_stays_suspended_until_it_resumes_it():
+    c = Cluster(resource(scheduling={"labels": {"kueue.x-k8s.io/queue-name": "team"}}))
+    r = c.step()
+    [job] = [o for o in r.create if o["kind"] == "Job"]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team"
+    c.set_suspend("demo-oneshot", True, by_operator=False)        # Kueue's webhook: created suspended
+    for _ in range(3):
+        r = c.step()
+        assert r.resume == () and r.status["phase"] == "Suspended"
+    cond = _cond(r.status, "Suspended")
+    assert cond["status"] == "True" and cond["reason"] == "SuspendedExternally" and "demo-oneshot" in cond["message"]
+    assert r.status["childJobs"]["suspended"] == 1
+    c.body["spec"]["suspend"] = True                                # the user suspends, then resumes ...
+    assert c.step().suspend == ()
+    c.body["spec"]["suspend"] = False
+    r = c.step()
+    assert r.resume == () and c.jobs["demo-oneshot"]["spec"]["suspend"] is True   # ... still Kueue's to admit
+    c.set_suspend("demo-oneshot", False, by_operator=False)       # admitted
+    r = c.step()
+    assert r.status["phase"] == "Running" and _cond(r.status, "Running")["status"] == "True"
+
+
+def test_conditions_say_what_is_true():
+    c = Cluster(resource())
+    r = c.step()
+    assert r.status["phase"] == "Running"
+    for ctype in ("Suspended", "Succeeded", "Failed"):
+        cond = _cond(r.status, ctype)
+        assert cond["status"] == "False" and cond["reason"] == "Running" and cond["message"] == "the run is running"
+    assert _cond(r.status, "Running")["reason"] == "StageRunning"
+    assert "spec.suspend" not in str(r.status["conditions"]) and "finished" not in str(r.status["conditions"])
+
+
+def test_a_failed_per_node_job_stops_its_sibling():
+    c = Cluster(resource(resources={"nodes": 2}), caps=Caps(version=(1, 20)))
+    r = c.step()
+    assert jobs_of(r) == ["demo-oneshot-0", "demo-oneshot-1"]
+    c.finish("demo-oneshot-1", ok=False)
+    r = c.step()
+    assert r.delete_jobs == ("demo-oneshot-0",) and r.status["phase"] == "Failed"
+    assert "demo-oneshot-0" not in c.jobs and c.step().delete_jobs == ()       # nothing left to stop
+    assert jobs_of(c.step()) == []                                              # and nothing restarted

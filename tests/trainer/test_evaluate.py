@@ -97,4 +97,4 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     report = json.loads((work / "eval/report.json").read_text())
     assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
     term = (tmp_path / "term").read_text()
-    assert len(term) < 4096 and workdir.parse_evaluation(term).status() == report["final"]
+    assert len(term) < 4096 and json.loads(workdir.parse_evaluation(term).message()) == report["final"]

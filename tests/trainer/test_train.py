@@ -1,12 +1,14 @@
 """One training stage: determinism, kill-and-resume equivalence, 2-rank gloo, stage wiring."""
 import json
 import os
+import signal
 import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from stepshot.errors import Preempted
 from stepshot.plan import build_plan
 from stepshot_trainer import checkpoint
 from stepshot_trainer.split import GroupedSuperNet
@@ -43,6 +45,35 @@ def test_resume_equals_uninterrupted_run_and_seed_determinism(tmp_path):
     resumed = _trainer(spec, tmp_path / "b")                        # a fresh instance resumes
     resumed.run()
     assert resumed.step == straight.step == 4
+    assert _same(straight.model.state_dict(), resumed.model.state_dict())
+    mom = lambda t: [s["momentum_buffer"] for s in t.optimizer.state_dict()["state"].values()]  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(mom(straight), mom(resumed)))
+
+
+@pytest.mark.parametrize("stop_at", [1, 2, 3])   # mid-epoch 1, its last step, mid-epoch 2 (2 x 2 steps)
+def test_sigterm_checkpoints_mid_epoch_and_resumes_to_the_uninterrupted_weights(tmp_path, stop_at):
+    spec = tiny_spec()
+    straight = _trainer(spec, tmp_path / "a")
+    straight.run()
+
+    victim = _trainer(spec, tmp_path / "b")
+    step = victim.train_step
+
+    def step_then_sigterm(x, y):                   # the kubelet's SIGTERM arrives during a step
+        out = step(x, y)
+        if victim.step == stop_at:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+    victim.train_step = step_then_sigterm
+    with pytest.raises(Preempted) as stopped:
+        victim.run()
+    assert stopped.value.exit_code == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    preempted = tmp_path / "b/oneshot/checkpoints/preempted.pt"
+    assert checkpoint.read_manifest(preempted)["step"] == stop_at and checkpoint.is_valid(preempted)
+
+    resumed = _trainer(spec, tmp_path / "b")
+    assert resumed.run() == {"epoch": 2, "file": "epoch-0002.pt", "kendall_tau": None}
+    assert resumed.step == straight.step == 4 and not preempted.exists()
     assert _same(straight.model.state_dict(), resumed.model.state_dict())
     mom = lambda t: [s["momentum_buffer"] for s in t.optimizer.state_dict()["state"].values()]  # noqa: E731
     assert all(torch.equal(x, y) for x, y in zip(mom(straight), mom(resumed)))
@@ -131,7 +162,8 @@ def test_metric_names_match_the_design():
     from stepshot_trainer.metrics import TrainerMetrics, metric_names
 
     assert metric_names() == sorted([
-        "stepshot_trainer_step", "stepshot_trainer_epoch", "stepshot_trainer_loss",
+        "stepshot_trainer_step", "stepshot_trainer_last_step_timestamp_seconds", "stepshot_trainer_epoch",
+        "stepshot_trainer_loss",
         "stepshot_trainer_learning_rate", "stepshot_trainer_images_per_second",
         "stepshot_trainer_selection_kendall_tau"])
     m = TrainerMetrics("g2", "root", port=None)

@@ -67,12 +67,21 @@ def manifest_path(pt: Path) -> Path:
     return pt.with_suffix(".json")
 
 
+def preempted_path(directory: Path) -> Path:
+    """The mid-epoch checkpoint written on SIGTERM (never an epoch checkpoint: selection,
+    pruning and snapshots do not see it)."""
+    return Path(directory) / "preempted.pt"
+
+
 def save(directory: Path, epoch: int, state: dict, manifest: dict) -> Path:
     """Save `state` as epoch-NNNN.pt + manifest (sha256, epoch and `created` added)."""
+    return save_to(checkpoint_path(directory, epoch), epoch, state, manifest)
+
+
+def save_to(pt: Path, epoch: int, state: dict, manifest: dict) -> Path:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    pt = checkpoint_path(directory, epoch)
     atomic_write(pt, data)
     write_json(manifest_path(pt), {**manifest, "epoch": epoch, "sha256": sha256_bytes(data),
                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -129,6 +138,12 @@ def latest_valid(directory: Path) -> Path | None:
         if is_valid(pt):
             return pt
     return None
+
+
+def discard_preempted(directory: Path) -> None:
+    pt = preempted_path(directory)
+    manifest_path(pt).unlink(missing_ok=True)
+    pt.unlink(missing_ok=True)
 
 
 def prune(directory: Path, keep: int, protect: Iterable[Path] = ()) -> list[Path]:

@@ -155,7 +155,7 @@ def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict)
     report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing, **metrics}
     result = EvaluationResult(n=metrics["n"], **{k: _finite(metrics.get(k))
                                                  for k in ("kendall_tau", "spearman", "pearson")})
-    report["final"] = result.status()
+    report["final"] = json.loads(result.message())   # the files keep the message's snake_case keys
     checkpoint.write_json(path, report)
     write_message(result.message())
     return report

@@ -92,8 +92,20 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
         for images, labels in eval_subset(test, recipe.eval_images, 1000):
             correct += int((net(images).argmax(1) == labels).sum())
             seen += len(labels)
+    # Provenance per run: a ground truth built in slices mixes machines and versions.
     return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "cpu": _cpu_model(), "threads": recipe.threads, "torch": torch.__version__}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _worker(task: tuple[str, int, Recipe, str]) -> dict:

@@ -1,4 +1,6 @@
-"""Trainer Prometheus metrics (rank 0 only), with exactly the names of docs/design.md."""
+"""Trainer Prometheus metrics (local rank 0 of every pod serves them), with exactly the names of
+docs/design.md. Every trainer pod declares the metrics port, so every pod serves it: node ranks
+come from the rendezvous, and a port no process listens on would be a down target."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 LABELS = ("stage", "partition")
 _GAUGES = {
     "stepshot_trainer_step": "Optimizer steps done in this stage",
+    "stepshot_trainer_last_step_timestamp_seconds": "When the last optimizer step finished (Unix time)",
     "stepshot_trainer_epoch": "Current epoch of this stage",
     "stepshot_trainer_learning_rate": "Base learning rate of the last step",
     "stepshot_trainer_images_per_second": "Training throughput of the last epoch (all ranks)",
@@ -22,9 +25,9 @@ def metric_names() -> list[str]:
 
 
 class TrainerMetrics:
-    """Gauges for one stage; `port` 0/None (or a non-zero rank) records without serving."""
+    """Gauges for one stage; `port` 0/None (or a non-zero local rank) records without serving."""
 
-    def __init__(self, stage: str, partition: str, port: int | None = None, rank: int = 0):
+    def __init__(self, stage: str, partition: str, port: int | None = None, local_rank: int = 0):
         self.registry = CollectorRegistry()
         labels = {"stage": stage, "partition": partition}
         self._gauges = {name: Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
@@ -33,7 +36,7 @@ class TrainerMetrics:
                            registry=self.registry)
         self._labels = labels
         self.server = None
-        if port and rank == 0:
+        if port and local_rank == 0:
             try:
                 self.server = start_http_server(port, registry=self.registry)
             except OSError as exc:  # a busy port must not kill a training run

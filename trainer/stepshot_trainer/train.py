@@ -6,6 +6,12 @@ step) and the dropout RNG is reseeded from (seed, stage, step, rank) before ever
 step. A checkpoint (written at epoch ends) therefore holds everything a resumed run
 needs to continue bit-identically: weights, optimizer, step counter.
 
+Preemption: SIGTERM (a node drain, a higher-priority pod, Kueue evicting the workload) sets
+a flag; after the step in flight every rank agrees to stop (one tiny all_reduce per step),
+rank 0 writes `preempted.pt` with the step inside the epoch, and the process exits 143. The
+replacement pod resumes from it, skipping the epoch's finished batches, to the same weights
+an uninterrupted run reaches. The kubelet's grace period must cover one step plus the save.
+
 Distributed: every rank samples the same subnets (the sampler is a pure function
 of the step), accumulates the sandwich's gradients locally, then the gradients are
 averaged with one flat all_reduce before clipping and the optimizer step. This is
@@ -17,7 +23,9 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from stepshot.correlate import correlate, load_accuracies
+from stepshot.errors import Preempted
 from stepshot.partition import Partition
 from stepshot.space import parse_arch
 from stepshot.archsets import load_codes
@@ -200,9 +209,10 @@ class StageTrainer:
         self.total_steps = stage.epochs * len(self.loader)
         self.warmup_steps = round(stage.warmup_epochs * len(self.loader))
         self.step = self.epoch = 0
+        self.stop_requested = False     # set by SIGTERM
         self.taus: dict[int, float | None] = {}
         self.selection = Selection(spec, self.d.device) if self.d.main and Selection.enabled(spec) else None
-        self.metrics = TrainerMetrics(stage.name, stage.partition, spec.get("metrics_port"), self.d.rank)
+        self.metrics = TrainerMetrics(stage.name, stage.partition, spec.get("metrics_port"), self.d.local_rank)
 
     # ---- one optimizer step
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -233,17 +243,34 @@ class StageTrainer:
 
     # ---- epochs
     def run_epoch(self) -> None:
+        """The rest of the current epoch (all of it, unless resumed from a preemption)."""
         start, losses = time.perf_counter(), {}
-        bar = tqdm(total=len(self.loader), desc=f"{self.stage.name} {self.epoch + 1}/{self.stage.epochs}",
-                   leave=False, disable=not _progress_enabled(self.d))
-        for x, y in self.loader.batches(self.epoch):
+        first = self.step - self.epoch * len(self.loader)
+        bar = tqdm(total=len(self.loader), initial=first, leave=False, disable=not _progress_enabled(self.d),
+                   desc=f"{self.stage.name} {self.epoch + 1}/{self.stage.epochs}")
+        for x, y in self.loader.batches(self.epoch, start=first):
             losses = self.train_step(x.to(self.d.device, non_blocking=True), y.to(self.d.device, non_blocking=True))
+            self.metrics.set("stepshot_trainer_step", self.step)
+            self.metrics.set("stepshot_trainer_last_step_timestamp_seconds", time.time())
             bar.update()
             bar.set_postfix({m: f"{v:.3f}" for m, v in losses.items()})
+            if self._stop_agreed():
+                bar.close()
+                self.save_preempted()
+                raise Preempted(f"[{self.stage.name}] SIGTERM: checkpoint at step {self.step} written; "
+                                f"a new run resumes from it")
         bar.close()
         self.epoch += 1
-        rate = len(self.loader) * self.tr.batch_size * self.d.world_size / (time.perf_counter() - start)
+        rate = (len(self.loader) - first) * self.tr.batch_size * self.d.world_size / (time.perf_counter() - start)
         self._report(losses, rate, time.perf_counter() - start)
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank got SIGTERM: all ranks stop after the same step."""
+        if self.d.world_size == 1:
+            return self.stop_requested
+        flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.d.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _report(self, losses: dict[str, float], rate: float, seconds: float) -> None:
         lr = self.stage.lr * lr_factor(self.step - 1, self.total_steps, self.warmup_steps)
@@ -263,17 +290,35 @@ class StageTrainer:
                 "epoch": self.epoch, "step": self.step, "rng": rng_state(),
                 "selection": dict(self.taus)}
 
+    def _manifest(self) -> dict:
+        return {"space": self.spec.space, "stage": self.stage.name, "partition": self.stage.partition,
+                "step": self.step, "spec_hash": self.spec.spec_hash, "groups": self.stage.groups,
+                "kendall_tau": self.taus.get(self.epoch)}
+
     def save(self) -> Path:
-        manifest = {"space": self.spec.space, "stage": self.stage.name, "partition": self.stage.partition,
-                    "step": self.step, "spec_hash": self.spec.spec_hash, "groups": self.stage.groups,
-                    "kendall_tau": self.taus.get(self.epoch)}
-        pt = checkpoint.save(self.ckpt_dir, self.epoch, self.state(), manifest)
+        pt = checkpoint.save(self.ckpt_dir, self.epoch, self.state(), self._manifest())
+        checkpoint.discard_preempted(self.ckpt_dir)  # superseded by this epoch's checkpoint
         keep = {checkpoint.checkpoint_path(self.ckpt_dir, select_epoch(self.taus, self.epoch)[0])}
         checkpoint.prune(self.ckpt_dir, self.tr.keep_checkpoints, protect=keep)
         return pt
 
-    def resume(self) -> bool:
+    def save_preempted(self) -> None:
+        if self.d.main:
+            checkpoint.save_to(checkpoint.preempted_path(self.ckpt_dir), self.epoch, self.state(), self._manifest())
+        self.barrier()
+
+    def _resume_point(self) -> Path | None:
+        """The newest valid checkpoint: the preemption one when it is ahead of the last epoch's."""
         pt = checkpoint.latest_valid(self.ckpt_dir)
+        preempted = checkpoint.preempted_path(self.ckpt_dir)
+        if checkpoint.is_valid(preempted):
+            step = checkpoint.read_manifest(preempted).get("step", -1)
+            if pt is None or step > checkpoint.read_manifest(pt).get("step", -1):
+                return preempted
+        return pt
+
+    def resume(self) -> bool:
+        pt = self._resume_point()
         if pt is None:
             return False
         state, manifest = checkpoint.load(pt, self.d.device)
@@ -318,8 +363,10 @@ class StageTrainer:
             dist.barrier()
 
     def run(self, stop_after: int | None = None) -> dict | None:
-        """Train to the end (or until `stop_after` epochs are done: a simulated kill, returns None)."""
+        """Train to the end (or until `stop_after` epochs are done: a simulated kill, returns None).
+        SIGTERM raises Preempted after a mid-epoch checkpoint."""
         self.resume()
+        previous = self._on_sigterm()
         try:
             while self.epoch < self.stage.epochs:
                 self.run_epoch()
@@ -328,7 +375,18 @@ class StageTrainer:
                     return None
             return self.finish()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self.metrics.close()
+
+    def _on_sigterm(self):
+        """Install the SIGTERM flag (main thread only); returns the handler it replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum, frame) -> None:
+            self.stop_requested = True
+        return signal.signal(signal.SIGTERM, request_stop)
 
 
 def train_stage(spec, plan, stage, workdir: Path, d: Dist | None = None) -> dict:

@@ -111,10 +111,11 @@ kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with o
   resources: ["supernettrainings/status"]
   verbs: ["patch"]
 # Stage Jobs: created, listed per resource, watched by kopf (job events wake the owner),
-# patched for spec.suspend. Deletion is left to owner references (garbage collector).
+# patched for spec.suspend. Deleting the resource deletes them through owner references.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "list", "watch", "patch"]
+  # delete: the surviving per-node Jobs of a failed multi-node stage (clusters before 1.22).
+  verbs: ["create", "list", "watch", "patch", "delete"]
 # Pods: listed read-only for the termination messages of finished stage pods.
 - apiGroups: [""]
   resources: ["pods"]

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Write charts/stepshot/values.schema.json from values.yaml: every key the chart documents,
+typed from its default, and nothing else (`additionalProperties: false`), so Helm refuses a
+misspelled or unknown value (`monitoring.serviceMonitr`, `trainer.tolerations`) instead of
+ignoring it. Kubernetes-shaped blocks the chart passes through (resources, affinity, security
+contexts, annotations) stay open. `--check` exits 1 when the file is stale."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+CHART = Path(__file__).resolve().parents[1] / "charts" / "stepshot"
+OUT = CHART / "values.schema.json"
+# Blocks handed to Kubernetes as they are: the API server validates them.
+OPEN = {"serviceAccount.annotations", "operator.resources", "operator.podAnnotations", "operator.podLabels",
+        "operator.nodeSelector", "operator.affinity", "operator.podSecurityContext", "operator.securityContext",
+        "trainer.serviceAccount.annotations", "metrics.service.annotations", "monitoring.serviceMonitor.labels",
+        "monitoring.podMonitor.labels", "monitoring.prometheusRule.labels", "dashboard.labels",
+        "dashboard.annotations"}
+ITEMS = {"imagePullSecrets": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}},
+                              "additionalProperties": False},
+         "operator.tolerations": {"type": "object"}, "operator.extraEnv": {"type": "object"}}
+ENUMS = {"rbac.mode": ["namespaced", "cluster"], "image.pullPolicy": ["Always", "IfNotPresent", "Never"]}
+TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def schema(value, path: str) -> dict:
+    if path in OPEN:
+        return {"type": "object"}
+    if isinstance(value, dict):
+        return {"type": "object", "additionalProperties": False,
+                "properties": {k: schema(v, f"{path}.{k}" if path else k) for k, v in value.items()}}
+    if isinstance(value, list):
+        key = path.rsplit(".", 1)[-1]
+        return {"type": "array", "items": ITEMS.get(path) or ITEMS.get(key) or {"type": "string"}}
+    out = {"type": TYPES[type(value)]}
+    if path in ENUMS:
+        out["enum"] = ENUMS[path]
+    return out
+
+
+def render() -> str:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    doc = {"$schema": "https://json-schema.org/draft-07/schema#", "title": "stepshot chart values",
+           **schema(values, "")}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        stale = not OUT.exists() or OUT.read_text() != text
+        if stale:
+            print("out of date: charts/stepshot/values.schema.json (run scripts/gen-values-schema.py)", file=sys.stderr)
+        return int(stale)
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
