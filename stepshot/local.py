@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,19 +48,46 @@ def train_command(spec_file: Path, stage: Stage, workdir: Path) -> list[str]:
     ]
 
 
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _run(cmd: list[str]) -> int:
-    """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half."""
+    """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half.
+
+    SIGTERM and SIGHUP to `stepshot run` (a closed terminal, `kill`, a batch system's stop)
+    go to the whole group too: the trainer checkpoints mid-epoch, every process exits, and
+    the run stops with RunFailed; nothing is left behind."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        os.killpg(proc.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
-        return proc.wait()
+        rc = proc.wait()
     except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc, signal.SIGINT)
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise RunFailed(f"stopped by {signal.Signals(received[0]).name} (the stage saved its progress); "
+                        f"rerun the same command to resume")
+    return rc
+
+
+def _stop(proc: subprocess.Popen, signum: int) -> None:
+    os.killpg(proc.pid, signum)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_stage(spec_file: Path, stage: Stage, workdir: Path) -> int:

@@ -17,7 +17,7 @@ import yaml
 
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
-from stepshot.spec import API_VERSION, KIND, ROLES, Spec, parse_quantity
+from stepshot.spec import API_VERSION, KIND, ROLES, Spec, parse_quantity, safe_yaml_documents
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
@@ -126,9 +126,10 @@ def spec_config_map(ctx: Context) -> dict:
 def spec_from_config_map(config_map: Mapping | None) -> dict | None:
     """The spec a run started with, read back from its ConfigMap (None: absent or unreadable)."""
     try:
-        doc = yaml.safe_load(((config_map or {}).get("data") or {}).get("spec.yaml") or "")
+        docs = safe_yaml_documents(((config_map or {}).get("data") or {}).get("spec.yaml") or "")
     except yaml.YAMLError:
         return None
+    doc = docs[0] if len(docs) == 1 else None
     spec = doc.get("spec") if isinstance(doc, dict) else None
     return spec if isinstance(spec, dict) else None
 

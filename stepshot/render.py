@@ -6,19 +6,13 @@ A dry run without a cluster, from the same builders the operator creates its obj
 from __future__ import annotations
 
 import argparse
+import re
 
-import yaml
 
+from stepshot.errors import StepshotError
 from stepshot.manifests import Caps, Context, all_objects
 from stepshot.plan import build_plan
-from stepshot.spec import load, load_file
-
-
-class _NoAliases(yaml.SafeDumper):
-    """Builders share small dicts (e.g. a capabilities block); print them in full, not as &anchors."""
-
-    def ignore_aliases(self, data: object) -> bool:
-        return True
+from stepshot.spec import kube_yaml, load, load_file
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +26,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+def _kube_version(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(\.\d+)?", text)
+    if not match:
+        raise StepshotError(f"--kube-version {text!r}: expected MAJOR.MINOR, e.g. 1.30")
+    return int(match.group(1)), int(match.group(2))
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_file(args.file)
     if args.name or args.namespace:
         raw = dict(spec.raw, metadata=dict(spec.raw.get("metadata") or {}))
         raw["metadata"].update({k: v for k, v in (("name", args.name), ("namespace", args.namespace)) if v})
         spec = load(raw, spec.base_dir)
-    major, minor = (int(x) for x in args.kube_version.split(".")[:2])
+    major, minor = _kube_version(args.kube_version)
     ctx = Context(spec, build_plan(spec), Caps(version=(major, minor), volume_snapshots=args.volume_snapshots))
-    print(yaml.dump_all(all_objects(ctx), Dumper=_NoAliases, sort_keys=False), end="")
+    print(kube_yaml(*all_objects(ctx)), end="")
     return 0

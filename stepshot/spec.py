@@ -52,8 +52,9 @@ def _num(default: float | None = None, minimum: float | None = None, maximum: fl
 
 
 def _str(default: str | None = None, description: str = "", enum: list[str] | None = None,
-         pattern: str | None = None, min_length: int | None = None) -> dict:
-    return _field("string", default, description, enum=enum or None, pattern=pattern or None, minLength=min_length)
+         pattern: str | None = None, min_length: int | None = None, max_length: int | None = 4096) -> dict:
+    return _field("string", default, description, enum=enum or None, pattern=pattern or None, minLength=min_length,
+                  maxLength=max_length if not enum else None)
 
 
 def _bool(default: bool, description: str = "") -> dict:
@@ -123,7 +124,7 @@ SPEC_SCHEMA: dict = _obj(
     description="A step-by-step one-shot -> few-shot super-net training.",
     required=["space", "dataset"],
     properties={
-        "image": _str("ghcr.io/stepshot/stepshot-trainer:0.1.0", "Trainer image (torch + stepshot)."),
+        "image": _str("ghcr.io/stepshot/stepshot-trainer:0.1.0", "Trainer image (torch + stepshot).", max_length=1024),
         "imagePullPolicy": _str("IfNotPresent", enum=["Always", "IfNotPresent", "Never"]),
         "space": _str(description="Search space.", enum=SPACE_NAMES),
         "dataset": _obj(
@@ -175,7 +176,7 @@ SPEC_SCHEMA: dict = _obj(
                 "workers": _int(2, 0, 64, "Data-loading workers per process."),
                 "checkpointEvery": _int(1, 1, description="Checkpoint every N epochs."),
                 "keepCheckpoints": _int(3, 1, description="Checkpoints kept per stage (the selected one is always kept)."),
-                "ratioCodes": {"type": "array", "items": _int(None, 1, 7), "minItems": 1,
+                "ratioCodes": {"type": "array", "items": _int(None, 1, 7), "minItems": 1, "maxItems": 7,
                                "default": [1, 2, 3, 4, 5, 6, 7],
                                "description": "Ratio codes sampled for widths (the paper samples all 7)."},
                 "zeroInitLastBN": _bool(True, "Zero-initialise the last BN gamma of every block."),
@@ -198,11 +199,11 @@ SPEC_SCHEMA: dict = _obj(
                 "lrByGroups": {"type": "object", "additionalProperties": _num(None, 0.0),
                                "default": {"3": 0.002},
                                "description": "grouped: base lr override per G (spec §3.4)."},
-                "groups": {"type": "array", "items": _int(None, 2, 7), "minItems": 1,
+                "groups": {"type": "array", "items": _int(None, 2, 7), "minItems": 1, "maxItems": 6,
                            "default": [2, 3, 4, 5, 6, 7],
                            "description": "grouped: G of each step, strictly increasing."},
                 "lrScaling": _bool(True, "grouped: scale per-group lr by merged widths (spec §3.4)."),
-                "steps": {"type": "array", "default": [],
+                "steps": {"type": "array", "default": [], "maxItems": 8,
                           "description": "partitioned: each step cuts every partition into `parts`.",
                           "items": {"type": "object", "required": ["dimension", "stage", "parts"],
                                     "properties": {
@@ -272,7 +273,7 @@ def _n(description: str = "") -> dict:
 
 
 _CONDITION = {"type": "object", "required": ["type", "status"], "properties": {
-    "type": _s("Running, Suspended, Succeeded, Failed or SpecChanged."),
+    "type": _s("Running, Suspended, Succeeded, Failed, SpecChanged or Degraded."),
     "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
     "reason": _s(), "message": _s(), "lastTransitionTime": {"type": "string", "format": "date-time"},
     "observedGeneration": _i()}}
@@ -333,6 +334,26 @@ PRINTER_COLUMNS = [
     {"name": "Tau", "type": "number", "jsonPath": ".status.result.kendallTau"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+
+
+class KubeDumper(yaml.SafeDumper):
+    """YAML for Go readers (kubectl, Helm: YAML 1.1), which take a bare y, n, Y or N as a
+    boolean: `n:` in the CRD would become the key "false" and the status field `n` be pruned."""
+
+    def ignore_aliases(self, data: object) -> bool:   # builders share small dicts: print them in full
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = '"' if value in ("y", "Y", "n", "N") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+KubeDumper.add_representer(str, _represent_str)
+
+
+def kube_yaml(*docs: Any) -> str:
+    return yaml.dump_all(docs, Dumper=KubeDumper, sort_keys=False)
 
 
 def crd() -> dict:
@@ -448,9 +469,13 @@ def _check(value: Any, schema: dict, path: str) -> Iterator[str]:
         yield _invalid(path, value, f"should match '{schema['pattern']}'")
     if "minLength" in schema and len(value) < schema["minLength"]:
         yield _invalid(path, value, f"should be at least {schema['minLength']} chars long")
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        yield f"{path}: Too long: may not be longer than {schema['maxLength']}"
     if kind == "array":
         if len(value) < schema.get("minItems", 0):
             yield _invalid(path, value, f"should have at least {schema['minItems']} items")
+        if len(value) > schema.get("maxItems", len(value)):
+            yield f"{path}: Too many: {len(value)}: must have at most {schema['maxItems']} items"
         for i, item in enumerate(value):
             yield from _check(item, schema.get("items", {}), f"{path}[{i}]")
     if kind == "object":
@@ -464,6 +489,9 @@ def _check_object(value: dict, schema: dict, path: str) -> Iterator[str]:
     props = schema.get("properties")
     extra = schema.get("additionalProperties")
     for key, item in value.items():
+        if not isinstance(key, str):   # YAML's unquoted `3:` is an integer; JSON keys are strings
+            yield f"{path}: Invalid value: {key!r}: keys must be strings (quote them: \"{key}\")"
+            continue
         if props is not None and key in props:
             yield from _check(item, props[key], f"{path}.{key}")
         elif isinstance(extra, dict):
@@ -505,6 +533,10 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
     if few.get("mode") == "partitioned" and not few.get("steps"):
         yield "spec.fewShot.steps: Required value: partitioned mode needs at least one step"
     yield from _partition_errors(spec)
+    stages = stage_count(spec)
+    if stages > MAX_STAGES:
+        field = "spec.fewShot.steps" if few.get("mode") == "partitioned" else "spec.fewShot.groups"
+        yield f"{field}: Too many: expands to {stages} stages: at most {MAX_STAGES} (one Job each, one status entry each)"
     yield from _quantity_errors(spec)
     yield from _scheduling_errors(spec.get("scheduling", {}), "spec.scheduling")
     sel = spec.get("selection", {})
@@ -512,6 +544,27 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
         yield "spec.selection: Invalid value: selection needs both archs and groundTruth"
     if spec.get("dataset", {}).get("kind") == "imagefolder" and spec.get("space") == "resnet48-fmnist":
         yield _invalid("spec.dataset.kind", "imagefolder", "must be fashion-mnist for space resnet48-fmnist")
+
+
+# A plan bigger than this is refused before anything is built: every stage is a Job, a
+# snapshot Job and an entry in the resource's status (which must stay well under etcd's 1.5 MiB).
+MAX_STAGES = 256
+
+
+def stage_count(spec: dict) -> int:
+    """Stages the plan will have (one-shot, few-shot, evaluation), from the spec alone."""
+    few = spec.get("fewShot", {})
+    if few.get("mode") == "grouped":
+        return 2 + len(few.get("groups", []))
+    if few.get("mode") != "partitioned":
+        return 2
+    total, width = 2, 1
+    for step in few.get("steps", []):
+        width *= step.get("parts", 1) if isinstance(step, dict) else 1
+        total += width
+        if total > MAX_STAGES:   # stop multiplying: 8 steps of 8 parts is 16.7 million
+            break
+    return total
 
 
 def _quantity_errors(spec: dict) -> Iterator[str]:
@@ -716,11 +769,71 @@ def load(obj: dict, base_dir: str | Path = ".") -> Spec:
     return Spec(apply_defaults(obj), Path(base_dir).resolve())
 
 
+# Untrusted YAML is bounded before it becomes Python objects: a 600-byte alias bomb would
+# otherwise expand to billions of nodes in the first json.dumps of the spec.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH while composing."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Nodes after alias expansion (shared nodes counted each time, cycles refused)."""
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:
+            raise yaml.YAMLError("a recursive alias")
+        return memo[key]
+    memo[key] = None
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def safe_yaml_documents(text: str) -> list[Any]:
+    """The documents of an untrusted YAML text, within size, depth and expansion limits
+    (yaml.YAMLError otherwise)."""
+    if len(text.encode(errors="replace")) > MAX_FILE_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_FILE_BYTES} bytes")
+    loader = _BoundedLoader(text)
+    docs = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if _expanded_size(node, {}) > MAX_NODES:
+                raise yaml.YAMLError(f"more than {MAX_NODES} values once aliases are expanded")
+            docs.append(loader.construct_document(node))
+    finally:
+        loader.dispose()
+    return docs
+
+
 def load_file(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
+        docs = [d for d in safe_yaml_documents(path.read_text()) if d is not None]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SpecError([f"{path}: {exc}"]) from exc
     docs = [d for d in docs if isinstance(d, dict) and d.get("kind", KIND) == KIND]
     if len(docs) != 1:
@@ -737,5 +850,5 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_crd(args: argparse.Namespace) -> int:
     doc = crd()
-    print(json.dumps(doc, indent=2) if args.format == "json" else yaml.safe_dump(doc, sort_keys=False), end="")
+    print(json.dumps(doc, indent=2) if args.format == "json" else kube_yaml(doc), end="")
     return 0

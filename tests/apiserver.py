@@ -262,15 +262,17 @@ def result_message(labels: dict, tau: float = 0.6123) -> str | None:
     return None
 
 
-def terminated_pod(core, job: dict, message: str, exit_code: int = 0) -> None:
-    """A pod of `job` whose container terminated with `message` (the kubelet's part)."""
+def terminated_pod(core, job: dict, message: str, exit_code: int = 0, owned: bool = True) -> None:
+    """A pod of `job` whose container terminated with `message` (the kubelet's part); with
+    owned=False a pod that only carries the Job's labels (not controlled by it)."""
     template = job["spec"]["template"] if isinstance(job, dict) else job.spec.template.to_dict()
     meta = job["metadata"] if isinstance(job, dict) else job.metadata.to_dict()
     labels = (template.get("metadata") or {}).get("labels") or {}
     container = template["spec"]["containers"][0]
     name = f"{meta['name']}-pod{secrets.token_hex(2)}"
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"], "controller": True}
     core.create_namespaced_pod(meta["namespace"], {
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, **({"ownerReferences": [owner]} if owned else {})},
         "spec": {"restartPolicy": "Never", "containers": [{"name": container["name"], "image": container["image"]}]}})
     now = _now()
     core.patch_namespaced_pod_status(name, meta["namespace"], {"status": {

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from stepshot import manifests
 from stepshot.manifests import Caps
@@ -151,14 +152,16 @@ async def reconcile_training(state: State, namespace: str, name: str, logger: lo
 async def _reconcile_once(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
     kube = state.kube
     sel = manifests.selector(name)
-    body, jobs = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
-                                      asyncio.to_thread(kube.list_jobs, namespace, sel))
+    body, listed = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
+                                        asyncio.to_thread(kube.list_jobs, namespace, sel))
     if body is None or body["metadata"].get("deletionTimestamp"):
         _forget(state, namespace, name)
         return
+    jobs = _owned(state, body, listed, logger)
     terminations = {}
     if reconcile.terminations_needed(body, jobs):
-        terminations = await asyncio.to_thread(kube.list_terminations, namespace, sel, manifests.LABEL_JOB)
+        terminations = _from_owned_pods(await asyncio.to_thread(kube.list_terminations, namespace, sel,
+                                                                manifests.LABEL_JOB), jobs)
     snapshots = {}
     if state.caps.volume_snapshots:
         snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
@@ -169,15 +172,21 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
             await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name)))
     observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
                                   started_spec=started)
-    result = reconcile.reconcile(body, observed, state.caps, datetime.now(timezone.utc), current)
+    now = datetime.now(timezone.utc)
+    result = reconcile.reconcile(body, observed, state.caps, now, current)
 
+    refused = []
     for obj in result.create:
         key = (obj["kind"], namespace, obj["metadata"]["name"])
         if key in state.ensured:
             continue  # created (or found) by this process already: save a round trip per stage
         if obj["kind"] != "ServiceAccount":  # shared by the namespace's resources: owned by none
             kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
-        created = await asyncio.to_thread(kube.create, obj)
+        try:
+            created = await asyncio.to_thread(kube.create, obj)
+        except ApiException as exc:   # the user must see it: a condition and an Event, not only this log
+            refused.append(f"{obj['kind']} {obj['metadata']['name']}: {k8s.api_message(exc)}")
+            continue
         if obj["kind"] in ("ConfigMap", "ServiceAccount"):
             state.ensured.add(key)
         logger.info("%s %s/%s", "created" if created else "found existing", obj["kind"], obj["metadata"]["name"])
@@ -188,16 +197,46 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     for job in result.delete_jobs:
         logger.info("stopping Job %s/%s: another node's Job of its stage failed", namespace, job)
         await asyncio.to_thread(kube.delete_job, namespace, job)
-    patch = reconcile.merge_patch(body.get("status") or {}, result.status)
+    status = reconcile.with_degraded(result.status, body.get("status") or {}, refused, now)
+    patch = reconcile.merge_patch(body.get("status") or {}, status)
     if patch:
         await asyncio.to_thread(kube.patch_training_status, namespace, name, patch)
-    for t in result.transitions:
-        # kopf.event is not subject to settings.posting.level (which only gates log records).
-        prefix = {"resource": "Phase", "spec": ""}.get(t.kind, "Stage")
-        kopf.event(body, type="Warning" if t.warning else "Normal", reason=f"{prefix}{t.new}", message=t.message)
-        if t.kind not in ("resource", "spec"):
+    transitions = list(result.transitions)
+    if refused and not reconcile.condition_true(body.get("status") or {}, reconcile.DEGRADED):
+        transitions.append(reconcile.Transition("resource", "degraded", "", reconcile.DEGRADED, "; ".join(refused)))
+    await asyncio.gather(*(asyncio.to_thread(kube.post_event, body, "Warning" if t.warning else "Normal",
+                                             _event_reason(t), t.message) for t in transitions))
+    for t in transitions:
+        if t.kind not in ("resource", "spec", "degraded"):
             metrics.observe_transition(t.kind, t.new, t.seconds)
-    metrics.observe_resource(namespace, name, result.status)
+    metrics.observe_resource(namespace, name, status)
     if result.delete:
         logger.info("ttlSecondsAfterFinished passed: deleting %s/%s", namespace, name)
         await asyncio.to_thread(kube.delete_training, namespace, name)
+
+
+def _event_reason(t: reconcile.Transition) -> str:
+    if t.kind == "degraded":
+        return "ChildCreateFailed"
+    return {"resource": "Phase", "spec": ""}.get(t.kind, "Stage") + t.new
+
+
+def _owned(state: State, body: dict, jobs: dict[str, dict], logger: logging.Logger) -> dict[str, dict]:
+    """The Jobs this resource controls (its uid): a Job that merely carries its labels, or one
+    left by an earlier resource of the same name, is ignored (and logged once), never adopted."""
+    uid = body["metadata"].get("uid")
+    owned = {n: j for n, j in jobs.items() if k8s.controller_uid(j) == uid}
+    for name in sorted(set(jobs) - set(owned)):
+        key = ("foreign", body["metadata"]["namespace"], name)
+        if key not in state.ensured:
+            state.ensured.add(key)
+            logger.warning("ignoring Job %s: it carries the labels of %s but is not controlled by it",
+                           name, body["metadata"]["name"])
+    return owned
+
+
+def _from_owned_pods(terminations: dict[str, list[dict]], jobs: dict[str, dict]) -> dict[str, list[dict]]:
+    """Termination messages only from pods controlled by the resource's own Jobs: a pod that
+    merely carries a stage's labels cannot supply a result."""
+    return {job: [t for t in found if t.get("ownerUid") == jobs[job]["metadata"].get("uid")]
+            for job, found in terminations.items() if job in jobs}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from kubernetes import client, config
@@ -23,6 +25,23 @@ def load_config() -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own words for a refused request (its Status message), cut short."""
+    try:
+        text = json.loads(exc.body).get("message") or exc.reason
+    except (TypeError, ValueError, AttributeError):
+        text = exc.reason or str(exc)
+    return f"{exc.status} {text}"[:400]
+
+
+def controller_uid(obj: dict) -> str | None:
+    """The uid of the object's controller (its ownerReference with controller: true)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 def _json(response: Any) -> Any:
@@ -83,12 +102,13 @@ class Kube:
         out: dict[str, list[dict]] = {}
         for pod in items:
             job = (pod["metadata"].get("labels") or {}).get(job_label)
+            owner = controller_uid(pod)
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
                 term = (cs.get("state") or {}).get("terminated")
                 if job and term:
                     out.setdefault(job, []).append({"exitCode": term.get("exitCode"),
                                                     "message": term.get("message") or "",
-                                                    "finishedAt": term.get("finishedAt")})
+                                                    "finishedAt": term.get("finishedAt"), "ownerUid": owner})
         return out
 
     def get_config_map(self, namespace: str, name: str) -> dict | None:
@@ -134,6 +154,27 @@ class Kube:
         self.batch.patch_namespaced_job(
             name, namespace, {"metadata": {"annotations": {ANNOTATION_SUSPENDED_BY: mark}}, "spec": {"suspend": suspend}},
             _preload_content=False)
+
+    def post_event(self, body: dict, type_: str, reason: str, message: str, attempts: int = 4) -> None:
+        """A core/v1 Event on the resource, with retries: a transition's Event is not dropped
+        because one request failed (kopf's own poster only works inside its handlers)."""
+        meta = body["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                 "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                                    "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+                 "type": type_, "reason": reason, "message": message[:1024],
+                 "source": {"component": "stepshot-operator"}, "firstTimestamp": now, "lastTimestamp": now,
+                 "count": 1, "reportingComponent": "stepshot-operator"}
+        for attempt in range(attempts):
+            try:
+                self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+                return
+            except ApiException as exc:
+                if exc.status is not None and exc.status < 500 and exc.status != 429 or attempt == attempts - 1:
+                    raise
+            time.sleep(0.2 * 2 ** attempt)
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods (404: already gone)."""

@@ -57,7 +57,7 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        return self.new == FAILED or self.kind == "spec"
+        return self.new == FAILED or self.kind in ("spec", "degraded")
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,23 @@ def started_spec_needed(current: Spec | SpecError, jobs: Mapping[str, dict]) -> 
         return True
     return any(((job.get("metadata") or {}).get("annotations") or {}).get(manifests.ANNOTATION_SPEC_HASH)
                != current.spec_hash for job in jobs.values())
+
+
+DEGRADED = "Degraded"
+
+
+def with_degraded(status: dict, old: Mapping, refused: Sequence[str], now: datetime) -> dict:
+    """The status plus the Degraded condition: True while the API server refuses a child
+    (its message; every pass retries), False otherwise."""
+    old_conditions = {c.get("type"): c for c in old.get("conditions") or []}
+    message = "; ".join(refused)[:1024] if refused else None
+    degraded = _condition(DEGRADED, bool(refused), "ChildCreateFailed" if refused else "ChildrenCreated",
+                          message or "", old_conditions, status.get("observedGeneration"), now)
+    return {**status, "conditions": [*status.get("conditions", []), degraded]}
+
+
+def condition_true(status: Mapping, ctype: str) -> bool:
+    return _condition_true(status, ctype)
 
 
 def _condition_true(status: Mapping, ctype: str) -> bool:

@@ -163,3 +163,55 @@ def test_metadata_name_must_make_valid_child_names(name, nodes, ok):
 def test_quantities_parse_exactly(text, value):
     assert spec.parse_quantity(text) == pytest.approx(value)
 
+
+
+_BOMB = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+BAD_FILES = {
+    "alias-bomb": "a: &a [x, x, x, x, x, x, x, x, x]\n" + _BOMB + "spec: {space: resnet48-fmnist, x: *h}\n",
+    "recursive-alias": "spec: &s {space: resnet48-fmnist, me: *s}\n",
+    "binary": bytes(range(256)) * 4,
+    "deep": "spec: " + "[" * 100 + "]" * 100 + "\n",
+    "metadata-list": "metadata: [1]\nspec: {space: resnet48-fmnist, dataset: {kind: fashion-mnist}}\n",
+    "name-path": "metadata: {name: ../../tmp/x}\nspec: {space: resnet48-fmnist, dataset: {kind: fashion-mnist}}\n",
+    "name-list": "metadata: {name: [1, 2]}\nspec: {space: resnet48-fmnist, dataset: {kind: fashion-mnist}}\n",
+    "integer-key": "spec: {space: resnet48-fmnist, dataset: {kind: fashion-mnist}, fewShot: {lrByGroups: {3: 0.1}}}\n",
+    "too-many-stages": "spec: {space: resnet48-fmnist, dataset: {kind: fashion-mnist}, fewShot: {mode: partitioned, "
+                       "steps: [" + ", ".join(["{dimension: width, stage: 4, parts: 4}"] * 5) + "]}}\n",
+    "huge": "spec: {space: resnet48-fmnist, x: '" + "x" * (2 << 20) + "'}\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_malformed_files_exit_2_with_one_line_and_no_traceback(case, tmp_path, capsys):
+    from stepshot import cli
+
+    path = tmp_path / "bad.yaml"
+    content = BAD_FILES[case]
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert cli.main(["render", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stepshot render: error: ") and "Traceback" not in err, err[:500]
+    assert len(err) < 2000
+
+
+def test_stage_count_matches_the_plan():
+    from stepshot.plan import build_plan
+
+    for few in ({"mode": "grouped", "groups": [2, 3, 4]}, {"mode": "none"},
+                {"mode": "partitioned", "steps": [{"dimension": "width", "stage": 4, "parts": 2},
+                                                  {"dimension": "depth", "stage": 3, "parts": 3}]}):
+        s = spec.load(with_spec(fewShot=few))
+        assert spec.stage_count(s.raw["spec"]) == len(build_plan(s).stages)
+
+
+def test_crd_yaml_survives_go_yaml_1_1():
+    """kubectl and Helm read YAML 1.1, where a bare `n:` is the boolean false: the status field
+    `result.n` would be renamed and pruned."""
+    import re
+    from pathlib import Path
+
+    for path in (Path(__file__).resolve().parents[2] / "crds" / "supernettraining.yaml",):
+        text = path.read_text()
+        assert not re.search(r"^\s*[nNyY]:", text, re.M)
+        assert re.search(r'^\s*"n":', text, re.M)
+    assert spec.kube_yaml({"n": "y"}) == '"n": "y"\n'

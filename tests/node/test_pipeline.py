@@ -30,7 +30,7 @@ def training(name: str, namespace: str, **spec) -> dict:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"] = {"name": name, "namespace": namespace}
     for key, value in spec.items():
-        doc["spec"][key] = value if not isinstance(value, dict) or key == "fewShot" else {**doc["spec"][key], **value}
+        doc["spec"][key] = value if not isinstance(value, dict) or key == "fewShot" else {**doc["spec"].get(key, {}), **value}
     return doc
 
 

@@ -148,3 +148,56 @@ def test_delete_mid_run_with_operator_down_does_not_hang(apiserver, namespace, o
             return exc.status == 404
         return False
     wait_for(gone, timeout=10, what="the resource to disappear")
+
+
+def _condition(status: dict, ctype: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == ctype), {})
+
+
+def _events(apiserver, namespace: str, name: str) -> dict[str, str]:
+    core = client.CoreV1Api(apiserver.client())
+    items = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return {e.reason: e.message for e in items}
+
+
+def test_a_child_the_api_server_refuses_is_visible_as_degraded(apiserver, namespace, operator):
+    """A spec our schema accepts but the API server refuses as a Job (a toleration with
+    operator Exists and a value): the user sees the API server's words, not only a log."""
+    doc = body(**GROUPED)
+    doc["spec"]["scheduling"] = {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}
+    t = Training(apiserver, namespace, doc)
+    t.create()
+    degraded = wait_for(lambda: (c := _condition(t.status(), "Degraded")).get("status") == "True" and c,
+                        what="Degraded=True")
+    assert degraded["reason"] == "ChildCreateFailed" and "sst-oneshot" in degraded["message"]
+    assert "tolerations[0].operator" in degraded["message"], degraded
+    events = wait_for(lambda: (e := _events(apiserver, namespace, "sst")).get("ChildCreateFailed") and e,
+                      what="a ChildCreateFailed Event")
+    assert "tolerations[0].operator" in events["ChildCreateFailed"]
+    assert t.jobs() == {}
+
+
+def test_foreign_jobs_and_pods_are_ignored_never_adopted(apiserver, namespace, operator):
+    import time
+
+    from apiserver import finish_job, terminated_pod
+    from stepshot.workdir import EvaluationResult
+
+    t = Training(apiserver, namespace, body(**GROUPED))
+    t.create()
+    assert t.run(stop_before="sst-eval") == ["sst-eval"]
+    # A Job with the resource's labels but no owner reference sits beside its children ...
+    stray = {"apiVersion": "batch/v1", "kind": "Job",
+             "metadata": {"name": "sst-g9", "labels": {"stepshot.dev/training": "sst"}},
+             "spec": {"template": {"metadata": {"labels": {"stepshot.dev/training": "sst"}},
+                                   "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+    t.batch.create_namespaced_job(namespace, stray)
+    # ... and after the evaluation pod, a later pod that only carries its labels offers a forged result.
+    eval_job = t.jobs()["sst-eval"]
+    terminated_pod(t.core, eval_job, t.message_for("sst-eval"))
+    time.sleep(1.1)                                            # strictly later finishedAt
+    terminated_pod(t.core, eval_job, EvaluationResult(n=64, kendall_tau=0.999).message(), owned=False)
+    finish_job(t.batch, namespace, "sst-eval", True)
+    status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
+    assert status["result"]["kendallTau"] == pytest.approx(0.6123)        # the real pod's, not 0.999
+    assert status["childJobs"] == {"active": 0, "suspended": 0, "succeeded": 7, "failed": 0}   # sst-g9 not counted

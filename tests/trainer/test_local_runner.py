@@ -1,7 +1,13 @@
 """`stepshot run`: the whole plan locally, resumable, with a stage table, report and plot."""
 import copy
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import yaml
 
@@ -57,3 +63,43 @@ def test_bad_yaml_gets_the_api_servers_field_errors(tmp_path, capsys):
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "spec.resources.nodes: Invalid value: 0" in err
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            out.append(f"{cmdline.parent.name}: {args}")
+    return out
+
+
+@needs_fmnist
+def test_sigterm_checkpoints_stops_every_process_and_the_rerun_resumes(tmp_path):
+    spec_file = write_spec(tmp_path)
+    doc = yaml.safe_load(spec_file.read_text())
+    doc["spec"]["dataset"]["trainLimit"] = 1600          # 50 steps per epoch: time to land mid-epoch
+    doc["spec"]["oneShot"]["epochs"] = 2
+    spec_file.write_text(yaml.safe_dump(doc))
+    work = tmp_path / "work"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STEPSHOT_NO_PROGRESS": "1"}
+    command = [sys.executable, "-m", "stepshot.cli", "run", str(spec_file), "--workdir", str(work)]
+    runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = work / "oneshot" / "checkpoints" / "epoch-0001.pt"
+    deadline = time.monotonic() + 300
+    while not first.exists():
+        assert time.monotonic() < deadline and runner.poll() is None, runner.stdout.read()
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGTERM)                   # to `stepshot run` alone, as `kill` would
+    out, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 1 and "stopped by SIGTERM" in out, out[-3000:]
+    assert "SIGTERM: checkpoint at step" in out, out[-3000:]
+    assert not _processes_mentioning(str(work)), "left behind"
+    assert (work / "oneshot" / "checkpoints" / "preempted.pt").exists()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "resumed from preempted.pt (epoch 1, step" in rerun.stdout + rerun.stderr
