@@ -22,7 +22,8 @@ OPEN = {"serviceAccount.annotations", "operator.resources", "operator.podAnnotat
         "dashboard.annotations"}
 ITEMS = {"imagePullSecrets": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}},
                               "additionalProperties": False},
-         "operator.tolerations": {"type": "object"}, "operator.extraEnv": {"type": "object"}}
+         "operator.tolerations": {"type": "object"}, "operator.extraEnv": {"type": "object"},
+         "networkPolicy.metricsFrom": {"type": "object"}}
 ENUMS = {"rbac.mode": ["namespaced", "cluster"], "image.pullPolicy": ["Always", "IfNotPresent", "Never"]}
 TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 

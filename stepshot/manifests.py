@@ -17,7 +17,7 @@ import yaml
 
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
-from stepshot.spec import API_VERSION, KIND, ROLES, Spec, parse_quantity, safe_yaml_documents
+from stepshot.spec import API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec, parse_quantity, safe_yaml_documents
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
@@ -35,7 +35,7 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # Beside the image's /opt/stepshot/benchmarks, so a spec's relative paths such as
 # ../benchmarks/groundtruth/... resolve in pods exactly as they do in a checkout.
-SPEC_DIR = "/opt/stepshot/spec"
+SPEC_DIR = POD_SPEC_DIR
 SPEC_FILE = f"{SPEC_DIR}/spec.yaml"
 MASTER_PORT = 29500
 UID = 1000

@@ -28,13 +28,30 @@ EVAL = "eval"
 
 
 @dataclass(frozen=True)
+class Split:
+    """How a training stage's model and subnet sampling derive from its parent (spec §3.4).
+
+    none: the one-shot super-net (and the evaluation); grouped: the parent's weights split into
+    G groups per stage; partitioned: a copy of the parent trained only inside one partition."""
+
+    mode: str = "none"
+    groups: int | None = None   # grouped: G
+    partition: str = "root"     # partitioned: the partition id ("s4w0.s3d1")
+
+    def describe(self, stage: str) -> str:
+        """How users read the stage in conditions and Events."""
+        if self.mode == "partitioned":
+            return f"partition {self.partition} (stage {stage})"
+        return f"stage {stage}"
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     kind: str                  # "train" | "evaluate"
     step: int
     parent: str | None = None
-    partition: str = "root"
-    groups: int | None = None  # G of a grouped few-shot stage
+    split: Split = Split()
     epochs: int = 0
     lr: float = 0.0
     warmup_epochs: float = 0.0
@@ -44,6 +61,14 @@ class Stage:
     @property
     def is_train(self) -> bool:
         return self.kind == "train"
+
+    @property
+    def partition(self) -> str:
+        return self.split.partition
+
+    @property
+    def groups(self) -> int | None:
+        return self.split.groups
 
 
 @dataclass(frozen=True)
@@ -72,12 +97,45 @@ def partition_stage(partition_id: str) -> str:
     return partition_id.replace(".", "-")
 
 
+def _grouped_steps(spec: Spec, root: Partition, tree, common: dict) -> list[list[tuple[Stage, Partition]]]:
+    """One stage per G, each split from the previous one (lr per G from lrByGroups)."""
+    few = spec.few_shot
+    overrides = few.lr_by_groups.to_dict()
+    steps, parent = [], ONESHOT
+    for i, groups in enumerate(few.groups, start=1):
+        stage = Stage(f"g{groups}", "train", i, parent=parent, split=Split("grouped", groups=groups),
+                      epochs=few.epochs, lr=float(overrides.get(str(groups), few.lr)), **common)
+        steps.append([(stage, root)])
+        parent = stage.name
+    return steps
+
+
+def _partitioned_steps(spec: Spec, root: Partition, tree, common: dict) -> list[list[tuple[Stage, Partition]]]:
+    """Every partition of every cut, each a child of the partition it was cut from."""
+    few = spec.few_shot
+    steps = []
+    for i, level in enumerate(tree[1:], start=1):
+        stages = []
+        for part in level:
+            parent_id = part.id.rsplit(".", 1)[0] if "." in part.id else None
+            stage = Stage(partition_stage(part.id), "train", i,
+                          parent=partition_stage(parent_id) if parent_id else ONESHOT,
+                          split=Split("partitioned", partition=part.id), epochs=few.epochs, lr=few.lr, **common)
+            stages.append((stage, part))
+        steps.append(stages)
+    return steps
+
+
+# The split modes of spec.fewShot.mode: each turns the spec into the few-shot steps.
+SPLIT_MODES = {"none": lambda spec, root, tree, common: [], "grouped": _grouped_steps,
+               "partitioned": _partitioned_steps}
+
+
 def build_plan(spec: Spec) -> Plan:
     res = spec.resources
     common = dict(nodes=res.nodes, procs_per_node=res.procs_per_node)
     oneshot = Stage(ONESHOT, "train", 0, epochs=spec.one_shot.epochs, lr=spec.one_shot.lr,
                     warmup_epochs=spec.one_shot.warmup_epochs, **common)
-    steps: list[tuple[Stage, ...]] = [(oneshot,)]
     few = spec.few_shot
     cuts = [s.to_dict() for s in few.steps] if few.mode == "partitioned" else []
     try:
@@ -86,26 +144,10 @@ def build_plan(spec: Spec) -> Plan:
         raise SpecError([f"spec.fewShot.steps: Invalid value: {exc}"]) from None
     root = tree[0][0]
     partitions: dict[str, Partition] = {ONESHOT: root}
-    if few.mode == "grouped":
-        overrides = few.lr_by_groups.to_dict()
-        parent = ONESHOT
-        for i, groups in enumerate(few.groups, start=1):
-            stage = Stage(f"g{groups}", "train", i, parent=parent, groups=groups, epochs=few.epochs,
-                          lr=float(overrides.get(str(groups), few.lr)), **common)
-            partitions[stage.name] = root
-            steps.append((stage,))
-            parent = stage.name
-    elif few.mode == "partitioned":
-        for i, level in enumerate(tree[1:], start=1):
-            stages = []
-            for part in level:
-                parent_id = part.id.rsplit(".", 1)[0] if "." in part.id else None
-                parent = partition_stage(parent_id) if parent_id else ONESHOT
-                stage = Stage(partition_stage(part.id), "train", i, parent=parent,
-                              partition=part.id, epochs=few.epochs, lr=few.lr, **common)
-                partitions[stage.name] = part
-                stages.append(stage)
-            steps.append(tuple(stages))
+    steps: list[tuple[Stage, ...]] = [(oneshot,)]
+    for level in SPLIT_MODES[few.mode](spec, root, tree, common):
+        partitions.update({stage.name: part for stage, part in level})
+        steps.append(tuple(stage for stage, _ in level))
     leaves = tuple(s.name for s in steps[-1])
     steps.append((Stage(EVAL, "evaluate", len(steps)),))
     stages = tuple(s for step in steps for s in step)

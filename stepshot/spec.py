@@ -538,6 +538,7 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
         field = "spec.fewShot.steps" if few.get("mode") == "partitioned" else "spec.fewShot.groups"
         yield f"{field}: Too many: expands to {stages} stages: at most {MAX_STAGES} (one Job each, one status entry each)"
     yield from _quantity_errors(spec)
+    yield from _mount_errors(spec)
     yield from _scheduling_errors(spec.get("scheduling", {}), "spec.scheduling")
     sel = spec.get("selection", {})
     if bool(sel.get("archs")) != bool(sel.get("groundTruth")):
@@ -565,6 +566,32 @@ def stage_count(spec: dict) -> int:
         if total > MAX_STAGES:   # stop multiplying: 8 steps of 8 parts is 16.7 million
             break
     return total
+
+
+# Where stage pods mount the spec, scratch space and shared memory (stepshot.manifests).
+POD_SPEC_DIR = "/opt/stepshot/spec"
+RESERVED_MOUNTS = ("/tmp", "/dev/shm", POD_SPEC_DIR)
+MAX_SPEC_BYTES = 256 * 1024
+
+
+def _mount_errors(spec: dict) -> Iterator[str]:
+    """Paths that would give a pod two volumes at one mount path (the API server refuses
+    such a Job only when the operator creates it)."""
+    work = spec.get("storage", {}).get("path", "")
+    data = spec.get("dataset", {}).get("path", "") if spec.get("dataset", {}).get("volume") is not None else None
+    for field, path in (("spec.storage.path", work), ("spec.dataset.path", data)):
+        if path is None:
+            continue
+        clean = path.rstrip("/") or "/"
+        if not path.startswith("/"):
+            yield _invalid(field, path, "must be an absolute path")
+        elif clean in RESERVED_MOUNTS or clean == "/":
+            yield _invalid(field, path, f"must not be / or one of {', '.join(RESERVED_MOUNTS)} (mounted by the operator)")
+    if data is not None and data.rstrip("/") == work.rstrip("/"):
+        yield _invalid("spec.dataset.path", data, "must differ from spec.storage.path")
+    size = len(json.dumps(spec))
+    if size > MAX_SPEC_BYTES:
+        yield f"spec: Too long: {size} bytes: must have at most {MAX_SPEC_BYTES} (the spec travels in a ConfigMap)"
 
 
 def _quantity_errors(spec: dict) -> Iterator[str]:

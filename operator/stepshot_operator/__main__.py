@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     p.add_argument("--metrics-port", type=int, default=handlers.DEFAULT_METRICS_PORT,
                    help="Prometheus port (0 disables)")
+    p.add_argument("--metrics-address", default="0.0.0.0",
+                   help="address the Prometheus endpoint binds (127.0.0.1: only the pod itself)")
     p.add_argument("--resync", type=float, default=handlers.DEFAULT_RESYNC_SECONDS,
                    help="seconds between full resyncs of every resource (missed events, TTL)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=args.standalone,
         peering_name=args.peering,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(metrics_port=args.metrics_port, resync=args.resync,
+        memo=kopf.Memo(metrics_port=args.metrics_port, metrics_address=args.metrics_address, resync=args.resync,
                        # Exact namespace names need no scanning; skipping it saves kopf's
                        # ~1 min of retries where the role may not list namespaces.
                        scan=any(ch in ns for ns in args.namespace for ch in "*?[!")),

@@ -86,7 +86,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                 *caps.version, caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots,
                 ",".join(sorted(caps.volume_types)))
     port = int(memo.get("metrics_port", os.environ.get("STEPSHOT_METRICS_PORT", DEFAULT_METRICS_PORT)))
-    metrics.serve(port)
+    metrics.serve(port, memo.get("metrics_address", "0.0.0.0"))
     state = State(kube, caps, float(memo.get("resync", DEFAULT_RESYNC_SECONDS)))
     state.task = asyncio.create_task(_resync_loop(state, logger))
     memo["state"] = state
@@ -166,12 +166,17 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     if state.caps.volume_snapshots:
         snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
     current = reconcile.load_resource(body)        # validated once for the whole pass
-    started = None
-    if reconcile.started_spec_needed(current, jobs):  # only after an edit: the Jobs' spec hash differs
-        started = manifests.spec_from_config_map(
-            await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name)))
+    started, present = None, None
+    edited = reconcile.started_spec_needed(current, jobs)   # the Jobs' spec hash differs from the resource's
+    if edited or reconcile.pods_to_start(jobs):
+        # Read while pods may still start (they mount it) or after an edit (the spec they read).
+        config_map = await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name))
+        present = config_map is not None
+        started = manifests.spec_from_config_map(config_map) if edited else None
+        if not present:
+            state.ensured.discard(("ConfigMap", namespace, manifests.config_map_name(name)))
     observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
-                                  started_spec=started)
+                                  started_spec=started, config_map_present=present)
     now = datetime.now(timezone.utc)
     result = reconcile.reconcile(body, observed, state.caps, now, current)
 

@@ -52,9 +52,9 @@ def metric_names() -> list[str]:
     return sorted(set(names))
 
 
-def serve(port: int) -> None:
+def serve(port: int, address: str = "0.0.0.0") -> None:
     if port:
-        start_http_server(port, registry=REGISTRY)
+        start_http_server(port, addr=address, registry=REGISTRY)
 
 
 def observe_resource(namespace: str, name: str, status: Mapping) -> None:

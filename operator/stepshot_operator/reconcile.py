@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 from stepshot import manifests
 from stepshot.manifests import Caps, Context
-from stepshot.names import job_name, snapshot_name
+from stepshot.names import config_map_name, job_name, snapshot_name
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
@@ -44,6 +44,7 @@ class Observed:
     # ^ Job name -> terminated containers of its pods: {"exitCode", "message", "finishedAt"}
     volume_snapshots: Mapping[str, dict] = field(default_factory=dict)      # name -> VolumeSnapshot
     started_spec: Mapping | None = None    # the spec in the spec ConfigMap, when it was read
+    config_map_present: bool | None = None  # whether the spec ConfigMap exists (None: not looked at)
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,8 @@ def _stage_kind(stage: Stage) -> str:
     return "evaluate" if not stage.is_train else ("oneshot" if stage.step == 0 else "fewshot")
 
 
-def _what(stage: Stage, mode: str) -> str:
-    if not stage.is_train:
-        return "evaluation"
-    if mode == "partitioned" and stage.step > 0:
-        return f"partition {stage.partition} (stage {stage.name})"
-    return f"stage {stage.name}"
+def _what(stage: Stage) -> str:
+    return stage.split.describe(stage.name) if stage.is_train else "evaluation"
 
 
 def _compact(d: dict) -> dict:
@@ -249,6 +246,11 @@ def condition_true(status: Mapping, ctype: str) -> bool:
     return _condition_true(status, ctype)
 
 
+def pods_to_start(jobs: Mapping[str, dict]) -> bool:
+    """Whether a Job may still start pods (active or suspended): they mount the spec ConfigMap."""
+    return any(job_state(job) in (ACTIVE, SUSPENDED) for job in jobs.values())
+
+
 def _condition_true(status: Mapping, ctype: str) -> bool:
     return any(c.get("type") == ctype and c.get("status") == "True" for c in status.get("conditions") or [])
 
@@ -266,9 +268,17 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     """One pass. `current` is `load_resource(body)` when the caller already has it."""
     old = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
+    current = load_resource(body) if current is None else current
+    if observed.started_spec is None and started_spec_needed(current, observed.jobs) \
+            and observed.config_map_present is not None:
+        # The pods' spec is gone (ConfigMap deleted or mangled) and the resource's spec is not
+        # the one the run started with: rebuilding from it would let an edit slip through.
+        return _invalid(old, generation, f"the spec ConfigMap {config_map_name(body['metadata']['name'])} is "
+                        "missing or unreadable and the resource's spec was edited since the run started: "
+                        "undo the edit (the ConfigMap is then rebuilt) or create a new resource", now,
+                        reason="SpecLost")
     try:
-        spec, edit = effective_spec(body, load_resource(body) if current is None else current,
-                                    observed.started_spec)
+        spec, edit = effective_spec(body, current, observed.started_spec)
         if not spec.storage.get("claim_name"):
             raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
                              "PersistentVolumeClaim for checkpoints and snapshots"])
@@ -279,7 +289,6 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     except SpecError as exc:   # anything else is a bug of ours, not the user's: it propagates
         return _invalid(old, generation, "; ".join(exc.errors), now)
     ctx = Context(spec, plan, caps)
-    mode = spec.few_shot.mode
     old_stages: Mapping[str, dict] = old.get("stages") or {}
 
     views: dict[str, _StageView] = {}
@@ -288,7 +297,7 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
         view = _StageView(stage, names, _aggregate([job_state(observed.jobs.get(n)) for n in names]))
         if stage.is_train:
             view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage.name)))
-        _derive(view, observed, spec.name, mode, (old_stages.get(stage.name) or {}).get("message"))
+        _derive(view, observed, spec.name, (old_stages.get(stage.name) or {}).get("message"))
         views[stage.name] = view
 
     failed = [v for v in views.values() if v.state == FAILED]
@@ -299,8 +308,8 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     starting: set[str] = set()
     if not suspended and evaluation.state != SUCCEEDED:
         create, starting = _next_objects(ctx, views, observed, failed=bool(failed))
-        if any(o["kind"] == "Job" for o in create):
-            create.insert(0, manifests.spec_config_map(ctx))
+        if any(o["kind"] == "Job" for o in create) or observed.config_map_present is False:
+            create.insert(0, manifests.spec_config_map(ctx))   # rebuilt if deleted: pods still to start read it
             account = manifests.trainer_service_account(ctx)
             if account:
                 create.insert(0, account)
@@ -361,16 +370,18 @@ def _stopped_siblings(views: Mapping[str, "_StageView"], observed: Observed) -> 
     return tuple(out)
 
 
-def _derive(view: _StageView, observed: Observed, resource: str, mode: str, old_message: str | None) -> None:
+def _derive(view: _StageView, observed: Observed, resource: str, old_message: str | None) -> None:
     """The stage's state from its Jobs. A failure message is recomputed only while its pods'
     terminations are observed (they are read once, then kept in status as `old_message`)."""
     stage = view.stage
     if view.train == FAILED:
         job = next(observed.jobs[n] for n in view.jobs if job_state(observed.jobs.get(n)) == FAILED)
         view.state, view.reason = FAILED, ("EvaluationFailed" if not stage.is_train else
-                                           "PartitionFailed" if mode == "partitioned" and stage.step
+                                           "PartitionFailed" if stage.split.mode == "partitioned"
                                            else "StageFailed")
-        view.failure = _failure_message(_what(stage, mode), job, observed, old_message)
+        view.failure = _failure_message(_what(stage), job, observed, old_message)
+    elif view.train == ABSENT and stage.is_train and view.snapshot == SUCCEEDED:
+        view.state = SUCCEEDED   # its Job was deleted after the snapshot froze it: done, not rerun
     elif view.train == ABSENT:
         view.state = PENDING
     elif view.train != SUCCEEDED:
@@ -382,7 +393,7 @@ def _derive(view: _StageView, observed: Observed, resource: str, mode: str, old_
     elif view.snapshot == FAILED:
         name = snapshot_name(resource, stage.name)
         view.state, view.reason = FAILED, "SnapshotFailed"
-        view.failure = _failure_message(f"snapshot of {_what(stage, mode)}", observed.jobs[name], observed,
+        view.failure = _failure_message(f"snapshot of {_what(stage)}", observed.jobs[name], observed,
                                         old_message)
     else:
         view.state = SNAPSHOTTING
@@ -566,15 +577,16 @@ def _child_counts(observed: Observed) -> dict[str, int]:
     return counts
 
 
-def _invalid(old: Mapping, generation: int | None, message: str, now: datetime) -> Result:
+def _invalid(old: Mapping, generation: int | None, message: str, now: datetime,
+             reason: str = "InvalidSpec") -> Result:
     status = {"observedGeneration": generation, "phase": FAILED, "currentStage": "invalid",
               "completionTime": old.get("completionTime") or _iso(now)}
-    reasons = {"Failed": ("InvalidSpec", message)}
+    reasons = {"Failed": (reason, message)}
     status["conditions"] = _conditions(FAILED, reasons, old, generation, now)
     transitions = ()
     if old.get("phase") != FAILED:
-        transitions = (Transition("resource", "resource", old.get("phase") or PENDING, FAILED,
-                                  f"invalid spec: {message}"),)
+        what = "invalid spec" if reason == "InvalidSpec" else "spec lost"
+        transitions = (Transition("resource", "resource", old.get("phase") or PENDING, FAILED, f"{what}: {message}"),)
     return Result(status=status, transitions=transitions)
 
 
@@ -638,8 +650,10 @@ def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
         stage = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_STAGE, "")
         if state == FAILED and not (stages.get(stage) or {}).get("message"):
             return True
-        if state == SUCCEEDED and component == "snapshot" and "checkpoint" not in (stages.get(stage) or {}):
+        recorded = (stages.get(stage) or {}).get("state") == SUCCEEDED   # read once; malformed stays absent
+        if state == SUCCEEDED and component == "snapshot" and "checkpoint" not in (stages.get(stage) or {}) \
+                and not recorded:
             return True
-        if state == SUCCEEDED and component == "evaluate" and not status.get("result"):
+        if state == SUCCEEDED and component == "evaluate" and not status.get("result") and not recorded:
             return True
     return False

@@ -78,6 +78,7 @@ LINT_CASES = {
     "cluster-all": {"rbac": {"mode": "cluster"}, "monitoring": {"podMonitor": {"enabled": True}}},
     "cluster-patterns": {"rbac": {"mode": "cluster"}, "watchNamespaces": ["team-*"]},
     "gpu-cluster": {"monitoring": {"prometheusRule": {"enabled": True, "stalledMinutes": 45}},
+                    "networkPolicy": {"enabled": True},
                     "trainer": {"imagePullSecrets": [{"name": "regcred"}]}},
     "minimal": {"rbac": {"crdWatch": False, "volumeSnapshots": False}, "dashboard": {"enabled": False},
                 "metrics": {"service": {"enabled": False}},
@@ -208,6 +209,11 @@ def _uninstall(cluster, namespace: str, release: str) -> None:
     _run(helm_sdkpy.Uninstall(cfg).run(release, wait=False, timeout=60))
 
 
+def client_networking(cluster):
+    from kubernetes import client
+    return client.NetworkingV1Api(cluster["core"].api_client)
+
+
 def _operator_args(deployment) -> list[str]:
     (container,) = deployment.spec.template.spec.containers
     assert not container.command, "the image's ENTRYPOINT (stepshot-operator) runs"
@@ -255,7 +261,9 @@ def namespaced_release(cluster, monitoring_crds):
     values = {"watchNamespaces": [NS_RELEASE, NS_TEAM],
               "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
                              "prometheusRule": {"enabled": True}},
-              "trainer": {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]}}
+              "trainer": {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]},
+              "networkPolicy": {"enabled": True, "metricsFrom": [
+                  {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}}
     result = _install(cluster, NS_RELEASE, "stepshot", values)
     yield result
     _uninstall(cluster, NS_RELEASE, "stepshot")
@@ -319,6 +327,13 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     crd_watch = rbac.read_cluster_role("stepshot-crd-watch")
     assert _rules(crd_watch) == CRD_WATCH_RULES
     assert not [r for r in rbac.list_cluster_role().items if r.metadata.name == "stepshot"]
+
+    policy = client_networking(cluster).read_namespaced_network_policy("stepshot", NS_RELEASE)
+    assert policy.spec.policy_types == ["Ingress"] and policy.spec.pod_selector.match_labels == dep.spec.selector.match_labels
+    [rule] = policy.spec.ingress
+    assert [p.port for p in rule.ports] == ["metrics"] and rule._from[0].namespace_selector.match_labels == {
+        "kubernetes.io/metadata.name": "monitoring"}
+    assert "--metrics-address=0.0.0.0" in _operator_args(dep)
 
     svc = core.read_namespaced_service("stepshot-metrics", NS_RELEASE)
     assert [(p.name, p.port, p.target_port) for p in svc.spec.ports] == [("metrics", 8080, "metrics")]

@@ -55,3 +55,15 @@ def test_job_names_are_deterministic_dns_labels():
         mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 2}]).stages]
     snap = snapshot_name("demo", p.stage("oneshot").name)
     assert snap == "demo-oneshot-snap"
+
+
+def test_every_stage_carries_its_typed_split():
+    grouped = make(mode="grouped", groups=[2, 3])
+    assert grouped.stage("oneshot").split == planmod.Split() and grouped.stage("eval").split.mode == "none"
+    assert grouped.stage("g3").split == planmod.Split("grouped", groups=3) and grouped.stage("g3").groups == 3
+    parts = make(mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 2},
+                                            {"dimension": "depth", "stage": 3, "parts": 2}])
+    leaf = parts.stage("s4w1-s3d0")
+    assert leaf.split == planmod.Split("partitioned", partition="s4w1.s3d0") and leaf.partition == "s4w1.s3d0"
+    assert leaf.split.describe(leaf.name) == "partition s4w1.s3d0 (stage s4w1-s3d0)"
+    assert set(planmod.SPLIT_MODES) == set(spec.SPEC_SCHEMA["properties"]["fewShot"]["properties"]["mode"]["enum"])

@@ -215,3 +215,15 @@ def test_crd_yaml_survives_go_yaml_1_1():
         assert not re.search(r"^\s*[nNyY]:", text, re.M)
         assert re.search(r'^\s*"n":', text, re.M)
     assert spec.kube_yaml({"n": "y"}) == '"n": "y"\n'
+
+
+@pytest.mark.parametrize("patch,needle", [
+    ({"storage__path": "/tmp"}, "spec.storage.path"),
+    ({"storage__path": "relative"}, "must be an absolute path"),
+    ({"dataset__volume": {"emptyDir": {}}, "dataset__path": "/dev/shm"}, "spec.dataset.path"),
+    ({"dataset__volume": {"emptyDir": {}}, "dataset__path": "/workdir"}, "must differ from spec.storage.path"),
+    ({"scheduling__annotations": {f"a{i}": "x" * 4000 for i in range(80)}}, "spec: Too long"),
+])
+def test_specs_the_api_server_would_refuse_as_jobs_are_refused_first(patch, needle):
+    errors = spec.validate(with_spec(**patch))
+    assert any(needle in e for e in errors), errors

@@ -32,14 +32,14 @@ class OperatorProcess:
         self.server, self.namespace, self.log = server, namespace, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "OperatorProcess":
+    def start(self, timeout: float = 60, resync: float = 2) -> "OperatorProcess":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stepshot_operator", "--namespace", self.namespace, "--standalone",
-             "--metrics-port", "0", "--resync", "2", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+             "--metrics-port", "0", "--resync", str(resync), "--liveness", f"http://127.0.0.1:{port}/healthz"],
             env=self.server.env(), stdout=out, stderr=subprocess.STDOUT)
 
         def alive() -> bool:

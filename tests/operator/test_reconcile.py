@@ -47,13 +47,17 @@ class Cluster:
         self.reads = 0
 
     def step(self, now=NOW):
-        started = None
-        if rc.started_spec_needed(rc.load_resource(self.body), self.jobs):
-            self.reads += 1
-            started = manifests.spec_from_config_map(self.config_map)
+        started, present = None, None
+        edited = rc.started_spec_needed(rc.load_resource(self.body), self.jobs)
+        if edited or rc.pods_to_start(self.jobs):        # when the handler reads the ConfigMap
+            self.reads += edited
+            present = self.config_map is not None
+            started = manifests.spec_from_config_map(self.config_map) if edited else None
         # Pods are listed only when the handler would list them.
-        terms = self.terms if rc.terminations_needed(self.body, self.jobs) else {}
-        result = rc.reconcile(self.body, rc.Observed(self.jobs, terms, started_spec=started), self.caps, now)
+        self.listed = rc.terminations_needed(self.body, self.jobs)
+        terms = self.terms if self.listed else {}
+        observed = rc.Observed(self.jobs, terms, started_spec=started, config_map_present=present)
+        result = rc.reconcile(self.body, observed, self.caps, now)
         for obj in result.create:
             if obj["kind"] == "ConfigMap":
                 self.config_map = self.config_map or obj
@@ -285,15 +289,27 @@ def test_terminations_are_read_only_when_needed():
     assert not rc.terminations_needed(c.body, c.jobs)
     c.finish("demo-oneshot"); c.step(); c.finish("demo-oneshot-snap")
     assert rc.terminations_needed(c.body, c.jobs)
-    c.terms["demo-oneshot-snap"] = [{"exitCode": 0, "message": '{"epoch": 1}', "finishedAt": "t"}]
-    c.step()   # not what `stepshot snapshot` writes: not recorded, still wanted
-    assert "checkpoint" not in c.body["status"]["stages"]["oneshot"]
-    assert rc.terminations_needed(c.body, c.jobs)
     message = SnapshotResult(stage="oneshot", partition="root", epoch=1, file="oneshot/checkpoints/epoch-0001.pt",
                              sha256="0" * 64).message()
     c.terms["demo-oneshot-snap"] = [{"exitCode": 0, "message": message, "finishedAt": "t"}]
     c.step()
     assert c.body["status"]["stages"]["oneshot"]["checkpoint"]["epoch"] == 1
+    assert not rc.terminations_needed(c.body, c.jobs)
+
+
+def test_a_malformed_result_is_read_once_and_reported_as_unavailable():
+    c = Cluster(resource(fewShot={"mode": "none"}))
+    c.step()
+    c.finish("demo-oneshot"); c.step()
+    c.finish("demo-oneshot-snap", message='{"epoch": 1}')        # not what `stepshot snapshot` writes
+    c.step()
+    assert "checkpoint" not in c.body["status"]["stages"]["oneshot"]
+    assert not rc.terminations_needed(c.body, c.jobs)             # a finished pod's message never changes
+    c.finish("demo-eval", message='{"n": 64, "kendall_tau": NaN}')
+    r = c.step()
+    assert r.status["phase"] == "Succeeded" and "result" not in r.status
+    assert _cond(r.status, "Succeeded")["message"] == "evaluation finished; metrics unavailable"
+    assert any(t.new == "Succeeded" and "metrics unavailable" in t.message for t in r.transitions)   # its Event
     assert not rc.terminations_needed(c.body, c.jobs)
 
 
@@ -452,3 +468,35 @@ def test_a_failed_per_node_job_stops_its_sibling():
     assert r.delete_jobs == ("demo-oneshot-0",) and r.status["phase"] == "Failed"
     assert "demo-oneshot-0" not in c.jobs and c.step().delete_jobs == ()       # nothing left to stop
     assert jobs_of(c.step()) == []                                              # and nothing restarted
+
+
+def test_a_deleted_spec_config_map_is_rebuilt_but_never_from_an_edited_spec():
+    c = Cluster(resource(fewShot={"mode": "grouped", "groups": [2]}))
+    c.step()
+    c.config_map = None                                            # someone deletes it mid-run
+    r = c.step()
+    assert [o["kind"] for o in r.create] == ["ConfigMap"] and r.status["phase"] == "Running"
+    assert manifests.spec_from_config_map(c.config_map) == load(c.body).raw["spec"]   # the same spec again
+    c.body["spec"]["training"] = {"seed": 7}                      # an edit, then the ConfigMap goes
+    c.config_map = None
+    r = c.step()
+    failed = _cond(r.status, "Failed")
+    assert r.status["phase"] == "Failed" and failed["reason"] == "SpecLost" and r.create == ()
+    del c.body["spec"]["training"]                                 # the edit undone: rebuilt, going on
+    r = c.step()
+    assert [o["kind"] for o in r.create] == ["ConfigMap"] and r.status["phase"] == "Running"
+
+
+def test_a_stage_frozen_by_its_snapshot_stays_done_when_its_job_is_deleted():
+    c = Cluster(resource(fewShot={"mode": "grouped", "groups": [2]}))
+    c.step()
+    c.finish("demo-oneshot")
+    c.step()
+    c.finish("demo-oneshot-snap", message="{not json")            # a malformed result message
+    r = c.step()
+    assert c.listed and r.status["stages"]["oneshot"]["state"] == "Succeeded" and "demo-g2" in jobs_of(r)
+    c.step()
+    assert not c.listed                                            # not re-read every pass
+    del c.jobs["demo-oneshot"]                                     # the finished stage's Job is deleted
+    r = c.step()
+    assert r.status["stages"]["oneshot"]["state"] == "Succeeded" and "demo-oneshot" not in jobs_of(r)

@@ -137,11 +137,11 @@ def build_stage_model(spec, stage, workdir: Path) -> DynamicResNet:
         torch.manual_seed(data.derive_seed("init", tr.seed))
         return SuperNet(spec.space, dropout=tr.dropout, zero_init_last_bn=tr.zero_init_last_bn)
     parent, _ = load_stage_model(workdir, stage.parent, spec.space, dropout=tr.dropout)
-    if stage.groups is None:
+    if stage.split.mode != "grouped":   # partitioned: the parent's weights, sampled inside the partition
         return parent
     if isinstance(parent, GroupedSuperNet):
-        return GroupedSuperNet.from_grouped(parent, stage.groups)
-    return GroupedSuperNet.from_supernet(parent, stage.groups)
+        return GroupedSuperNet.from_grouped(parent, stage.split.groups)
+    return GroupedSuperNet.from_supernet(parent, stage.split.groups)
 
 
 # --------------------------------------------------------------------------- checkpoint selection
@@ -199,7 +199,7 @@ class StageTrainer:
         self.loader = data.TrainLoader(data.open_source(spec, "train"), self.tr.batch_size,
                                        seed=data.derive_seed("data", seed, stage.name),
                                        rank=self.d.rank, world_size=self.d.world_size)
-        self.sampler = SandwichSampler(spec.space, partition=partition if stage.partition != "root" else None,
+        self.sampler = SandwichSampler(spec.space, partition=partition if stage.split.mode == "partitioned" else None,
                                        random_subnets=self.tr.random_subnets, ratio_codes=self.tr.ratio_codes,
                                        seed=data.derive_seed("sandwich", seed, stage.name))
         lr_scaling = bool(spec.few_shot.lr_scaling)

@@ -132,7 +132,7 @@ kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with o
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create"]
-# Events on the resource (stage transitions, posted through kopf).
+# Events on the resource (stage transitions, refused children), posted through the API client.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
