@@ -2,7 +2,9 @@
 # GPU smoke check and throughput figure, for a machine with one CUDA GPU and no cluster:
 #   1. `stepshot run` of a tiny schedule: every stage goes through torchrun with the NCCL
 #      backend on the GPU, then the snapshot and the evaluation on the GPU;
-#   2. benchmarks/speed.py on the GPU (super-net path vs static subnet, images/s).
+#   2. a preemption on the GPU: SIGTERM to `stepshot run` mid-epoch (the trainer writes
+#      preempted.pt), then the same command resumes from it to the end;
+#   3. benchmarks/speed.py on the GPU (super-net path vs static subnet, images/s).
 # Usage: benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,5 +44,14 @@ print(f"gpu-check: NCCL {torch.cuda.nccl.version()} all-reduce ok on {torch.cuda
 dist.destroy_process_group()
 PY
 python3 -m torch.distributed.run --standalone --nproc-per-node 1 "$work/nccl_check.py"
+# Preemption on the GPU: SIGTERM once the first epoch's checkpoint exists, then resume.
+sed -e 's/name: gpu-check/name: gpu-preempt/' -e 's/trainLimit: 4096/trainLimit: 60000/' \
+  -e 's/oneShot: {epochs: 1/oneShot: {epochs: 2/' "$work/gpu-check.yaml" > "$work/gpu-preempt.yaml"
+python3 -m stepshot.cli run "$work/gpu-preempt.yaml" --workdir "$work/preempt" & runner=$!
+until [ -e "$work/preempt/oneshot/checkpoints/epoch-0001.pt" ]; do sleep 0.2; done
+sleep 2; kill -TERM "$runner"; wait "$runner" || true
+test -e "$work/preempt/oneshot/checkpoints/preempted.pt"
+python3 -m stepshot.cli run "$work/gpu-preempt.yaml" --workdir "$work/preempt" 2>&1 | tee "$work/preempt.log" >/dev/null
+grep -q "resumed from preempted.pt" "$work/preempt.log" && echo "gpu-check: SIGTERM mid-epoch on the GPU, resumed from preempted.pt"
 python3 "$here/benchmarks/speed.py" --device cuda --batch 256 --steps 20 --warmup 5 --json
 python3 "$here/benchmarks/speed.py" --device cuda --batch 1024 --steps 20 --warmup 5 --json

@@ -10,6 +10,7 @@ message, a file named by env STEPSHOT_TERMINATION_LOG.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class Caps:
     trainer_service_account: str | None = None  # the chart's API-less ServiceAccount for stage pods
     trainer_pull_secrets: tuple[str, ...] = ()   # imagePullSecrets of that account (chart value)
     volume_types: frozenset[str] = SAFE_VOLUME_TYPES
+    allowed_images: str | None = None            # a regex every spec.image must match (chart value)
 
     @property
     def indexed_jobs(self) -> bool:  # completionMode: Indexed + the index annotation (beta 1.22)
@@ -132,6 +134,14 @@ def spec_from_config_map(config_map: Mapping | None) -> dict | None:
     doc = docs[0] if len(docs) == 1 else None
     spec = doc.get("spec") if isinstance(doc, dict) else None
     return spec if isinstance(spec, dict) else None
+
+
+def image_errors(spec: Spec, caps: Caps) -> list[str]:
+    """Why spec.image may not run here (the operator's optional allow-list; empty: it may)."""
+    if caps.allowed_images and not re.fullmatch(caps.allowed_images, spec.image):
+        return [f"spec.image: Forbidden: {spec.image!r} does not match this operator's allowed images "
+                f"({caps.allowed_images}; chart value trainer.allowedImages)"]
+    return []
 
 
 def volume_errors(spec: Spec, caps: Caps) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,10 +79,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     await asyncio.to_thread(k8s.load_config)
     kube = k8s.Kube()
     extra = set(_names(os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "")))
+    re.compile(os.environ.get("STEPSHOT_ALLOWED_IMAGES") or "")   # a bad pattern stops the operator at start
     caps = Caps(**await asyncio.to_thread(kube.discover),
                 trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
                 trainer_pull_secrets=_names(os.environ.get("STEPSHOT_TRAINER_IMAGE_PULL_SECRETS", "")),
-                volume_types=manifests.SAFE_VOLUME_TYPES | extra)
+                volume_types=manifests.SAFE_VOLUME_TYPES | extra,
+                allowed_images=os.environ.get("STEPSHOT_ALLOWED_IMAGES") or None)
     logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s; data volume types %s",
                 *caps.version, caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots,
                 ",".join(sorted(caps.volume_types)))

@@ -282,7 +282,7 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
         if not spec.storage.get("claim_name"):
             raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
                              "PersistentVolumeClaim for checkpoints and snapshots"])
-        forbidden = manifests.volume_errors(spec, caps)
+        forbidden = manifests.volume_errors(spec, caps) + manifests.image_errors(spec, caps)
         if forbidden:
             raise SpecError(forbidden)
         plan = build_plan(spec)

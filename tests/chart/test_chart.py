@@ -272,7 +272,8 @@ def namespaced_release(cluster, monitoring_crds):
 @pytest.fixture(scope="module")
 def cluster_release(cluster):
     result = _install(cluster, NS_CLUSTER, "cl", {"rbac": {"mode": "cluster"},
-                                                  "trainer": {"extraVolumeTypes": ["hostPath", "secret"]}})
+                                                  "trainer": {"extraVolumeTypes": ["hostPath", "secret"],
+                                                              "allowedImages": r"registry\.example\.com/.*"}})
     yield result
     _uninstall(cluster, NS_CLUSTER, "cl")
 
@@ -394,7 +395,9 @@ def test_install_cluster_mode(cluster, cluster_release):
     args = _parser().parse_args(_operator_args(dep))
     assert args.all_namespaces and not args.namespace and args.standalone
     (container,) = dep.spec.template.spec.containers
-    assert {e.name: e.value for e in container.env}["STEPSHOT_EXTRA_VOLUME_TYPES"] == "hostPath,secret"
+    env = {e.name: e.value for e in container.env}
+    assert env["STEPSHOT_EXTRA_VOLUME_TYPES"] == "hostPath,secret"
+    assert env["STEPSHOT_ALLOWED_IMAGES"] == r"registry\.example\.com/.*"
     role = rbac.read_cluster_role("cl-stepshot")
     # all namespaces: kopf needs no namespace listing (only for --namespace patterns)
     assert _rules(role) == NAMESPACED_RULES | CRD_WATCH_RULES

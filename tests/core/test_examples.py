@@ -39,3 +39,25 @@ def test_quick_example_is_the_benchmarks_grouped_run():
     assert quick.one_shot.epochs == bench["oneShot"]["epochs"]
     assert list(quick.few_shot.groups) == bench["fewShot"]["groups"]
     assert quick.evaluation.calibration_batches == bench["evaluation"]["calibrationBatches"]
+
+
+def test_the_gpu_example_in_the_docs_is_valid_and_matches_the_example_file():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from stepshot import spec
+
+    root = Path(__file__).resolve().parents[2]
+    example = yaml.safe_load((root / "examples" / "imagenet-resnet48.yaml").read_text())
+    for doc in ((root / "docs" / "crd-reference.md").read_text(), (root / "README.md").read_text()):
+        snippet = yaml.safe_load(re.search(r"```yaml\n(spec:\n  image: registry.*?)```", doc, re.S).group(1))["spec"]
+        assert snippet["image"] == example["spec"]["image"]
+        for key, value in snippet["scheduling"].items():
+            if key == "training":
+                assert value.items() <= example["spec"]["scheduling"]["training"].items()
+            else:
+                assert example["spec"]["scheduling"][key] == value
+        assert snippet["evaluation"]["resources"] == example["spec"]["evaluation"]["resources"]
+    assert spec.validate(example) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import time
 from datetime import datetime
@@ -166,6 +167,7 @@ def test_a_tainted_node_and_a_preempted_pod_scheduling_and_sigterm_checkpoint(op
     node, namespace, name = operator, f"nas-preempted-{RUN}", "preempted"
     work = node.work_volume(namespace)
     node.kubectl("taint", "node", "localhost", f"{GPU_TAINT}=true:NoSchedule")
+    start = time.monotonic()
     try:
         scheduling = {"tolerations": [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
                       "nodeSelector": {"kubernetes.io/hostname": "localhost"},
@@ -188,6 +190,8 @@ def test_a_tainted_node_and_a_preempted_pod_scheduling_and_sigterm_checkpoint(op
         victim = wait_for(lambda: training_pod_at_step(5), 600, "the one-shot pod at step 5", 0.5)
         _kill_container(victim, "SIGTERM")
         body = wait_phase(node, namespace, name, 900)
+        timing("preempted G=2 on a tainted node (one-shot pod SIGTERMed mid-epoch, resumed): apply -> Succeeded",
+               time.monotonic() - start)
     finally:
         node.kubectl("taint", "node", "localhost", f"{GPU_TAINT}-", check=False)
     assert_succeeded(node, body, work, ["oneshot", "g2"])
@@ -196,7 +200,7 @@ def test_a_tainted_node_and_a_preempted_pod_scheduling_and_sigterm_checkpoint(op
     first = pods[victim["metadata"]["name"]]
     term = first["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] != 0 and "SIGTERM: checkpoint at step" in term["message"], term
-    step = int(term["message"].split("checkpoint at step ")[1].split(";")[0])
+    step = int(re.search(r"checkpoint at step (\d+)", term["message"]).group(1))
     [second] = [n for n in pods if n != victim["metadata"]["name"]]
     log = node.kubectl("logs", second, "-n", namespace)
     assert f"resumed from preempted.pt (epoch 0, step {step})" in log, log[-2000:]

@@ -201,3 +201,27 @@ def test_foreign_jobs_and_pods_are_ignored_never_adopted(apiserver, namespace, o
     status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
     assert status["result"]["kendallTau"] == pytest.approx(0.6123)        # the real pod's, not 0.999
     assert status["childJobs"] == {"active": 0, "suspended": 0, "succeeded": 7, "failed": 0}   # sst-g9 not counted
+
+
+def test_a_plan_too_big_fails_visibly_with_the_field(apiserver, namespace, operator):
+    doc = body("huge", mode="partitioned", steps=[{"dimension": "width", "stage": 4, "parts": 4}] * 5)
+    custom = client.CustomObjectsApi(apiserver.client())   # no Training helper: its plan cannot be built
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
+    status = wait_for(lambda: (s := custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "huge").get("status") or {}).get("phase") == "Failed" and s,
+        what="phase Failed")
+    failed = _condition(status, "Failed")
+    assert failed["reason"] == "InvalidSpec" and failed["message"].startswith("spec.fewShot.steps: Too many")
+    assert "PhaseFailed" in wait_for(lambda: _events(apiserver, namespace, "huge") or None, what="an Event")
+
+
+def test_a_deleted_spec_config_map_is_rebuilt(apiserver, namespace, operator):
+    t = Training(apiserver, namespace, body(**GROUPED))
+    t.create()
+    t.wait_jobs({"sst-oneshot"})
+    t.core.delete_namespaced_config_map("sst-spec", namespace)
+    rebuilt = wait_for(lambda: t.core.list_namespaced_config_map(namespace, field_selector="metadata.name=sst-spec").items,
+                       what="the spec ConfigMap again")
+    assert "spec.yaml" in rebuilt[0].data and rebuilt[0].metadata.owner_references[0].name == "sst"
+    assert t.run(["sst-oneshot"]) == []
+    wait_for(lambda: t.status().get("phase") == "Succeeded", what="phase Succeeded")

@@ -500,3 +500,13 @@ def test_a_stage_frozen_by_its_snapshot_stays_done_when_its_job_is_deleted():
     del c.jobs["demo-oneshot"]                                     # the finished stage's Job is deleted
     r = c.step()
     assert r.status["stages"]["oneshot"]["state"] == "Succeeded" and "demo-oneshot" not in jobs_of(r)
+
+
+def test_an_image_outside_the_allow_list_is_refused_naming_the_field():
+    caps = Caps(allowed_images=r"registry\.example\.com/ml/.*")
+    r = rc.reconcile(resource(), rc.Observed(), caps, NOW)
+    failed = _cond(r.status, "Failed")
+    assert r.status["phase"] == "Failed" and failed["reason"] == "InvalidSpec" and r.create == ()
+    assert failed["message"].startswith("spec.image: Forbidden") and "trainer.allowedImages" in failed["message"]
+    r = rc.reconcile(resource(image="registry.example.com/ml/stepshot-trainer:0.1.0"), rc.Observed(), caps, NOW)
+    assert r.status["phase"] == "Running"
