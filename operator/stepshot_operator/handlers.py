@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import time
@@ -33,12 +34,16 @@ from stepshot_operator import k8s, metrics, reconcile
 
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_RESYNC_SECONDS = 10.0
+DEFAULT_API_THREADS = 32
 
 
 @dataclass
 class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dirty: bool = False
+    resync: bool = False             # the next pass is a resync: also check what events cannot show
+    generation: int | None = None    # metadata.generation of the last pass's resource
+    last_error: str | None = None    # the last failed pass's error, posted once as an Event
 
 
 @dataclass
@@ -76,7 +81,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if not memo.get("scan", True):
         settings.scanning.disabled = True
 
-    await asyncio.to_thread(k8s.load_config)
+    # The kubernetes client blocks: its calls run on a pool sized for many resources at once,
+    # with as many pooled connections (the default pool is cores + 4 threads).
+    threads = int(memo.get("api_threads", DEFAULT_API_THREADS))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="api"))
+    await asyncio.to_thread(k8s.load_config, threads)
     kube = k8s.Kube()
     extra = set(_names(os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "")))
     re.compile(os.environ.get("STEPSHOT_ALLOWED_IMAGES") or "")   # a bad pattern stops the operator at start
@@ -108,12 +117,15 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def training_event(type: str | None, name: str, namespace: str, memo: kopf.Memo,
+async def training_event(type: str | None, name: str, namespace: str, meta: kopf.Meta, memo: kopf.Memo,
                          logger: logging.Logger, **_: Any) -> None:
     state: State = memo["state"]
     if type == "DELETED":
         _forget(state, namespace, name)
         return
+    entry = state.entries.get((namespace, name))
+    if type is not None and entry is not None and entry.generation == meta.get("generation"):
+        return   # our own status write (or a label edit): nothing to reconcile; resyncs still come
     await reconcile_training(state, namespace, name, logger)
 
 
@@ -130,29 +142,48 @@ async def _resync_loop(state: State, logger: logging.Logger) -> None:
     while True:
         await asyncio.sleep(state.resync)
         for namespace, name in list(state.entries):
-            await reconcile_training(state, namespace, name, logger)
+            await reconcile_training(state, namespace, name, logger, resync=True)
 
 
-async def reconcile_training(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
+async def reconcile_training(state: State, namespace: str, name: str, logger: logging.Logger,
+                             resync: bool = False) -> None:
     """Reconcile one resource; concurrent triggers coalesce into one more pass."""
     entry = state.entries.setdefault((namespace, name), _Entry())
     entry.dirty = True
+    entry.resync = entry.resync or resync
     if entry.lock.locked():
         return
     async with entry.lock:
         while entry.dirty:
-            entry.dirty = False
+            entry.dirty, thorough, entry.resync = False, entry.resync, False
             started = time.monotonic()
             try:
-                await _reconcile_once(state, namespace, name, logger)
-            except Exception:  # noqa: BLE001 - one bad pass must not kill the trigger; resync retries
+                await _reconcile_once(state, namespace, name, logger, thorough)
+                entry.last_error = None
+            except Exception as exc:  # noqa: BLE001 - one bad pass must not kill the trigger; resync retries
                 metrics.RECONCILE_ERRORS.inc()
                 logger.exception("reconcile of %s/%s failed", namespace, name)
+                await _report_error(state, entry, namespace, name, exc)
             finally:
                 metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
 
-async def _reconcile_once(state: State, namespace: str, name: str, logger: logging.Logger) -> None:
+async def _report_error(state: State, entry: _Entry, namespace: str, name: str, exc: Exception) -> None:
+    """A failing pass is visible on the resource too (a Warning Event, once per distinct error)."""
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    if text == entry.last_error:
+        return
+    entry.last_error = text
+    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name, "namespace": namespace}}
+    try:
+        await asyncio.to_thread(state.kube.post_event, ref, "Warning", "ReconcileError",
+                                f"the operator cannot reconcile this resource (retrying): {text}")
+    except Exception:  # noqa: BLE001 - the log above already has it
+        pass
+
+
+async def _reconcile_once(state: State, namespace: str, name: str, logger: logging.Logger,
+                          resync: bool = False) -> None:
     kube = state.kube
     sel = manifests.selector(name)
     body, listed = await asyncio.gather(asyncio.to_thread(kube.get_training, namespace, name),
@@ -160,6 +191,7 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     if body is None or body["metadata"].get("deletionTimestamp"):
         _forget(state, namespace, name)
         return
+    state.entries[(namespace, name)].generation = body["metadata"].get("generation")
     jobs = _owned(state, body, listed, logger)
     terminations = {}
     if reconcile.terminations_needed(body, jobs):
@@ -171,8 +203,9 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     current = reconcile.load_resource(body)        # validated once for the whole pass
     started, present = None, None
     edited = reconcile.started_spec_needed(current, jobs)   # the Jobs' spec hash differs from the resource's
-    if edited or reconcile.pods_to_start(jobs):
-        # Read while pods may still start (they mount it) or after an edit (the spec they read).
+    if edited or (resync and reconcile.pods_to_start(jobs)):
+        # After an edit: the spec the pods read. On resyncs while pods may still start (they mount
+        # it): whether it still exists. A pass that creates Jobs creates it anyway (see below).
         config_map = await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name))
         present = config_map is not None
         started = manifests.spec_from_config_map(config_map) if edited else None
@@ -184,10 +217,11 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     result = reconcile.reconcile(body, observed, state.caps, now, current)
 
     refused = []
+    new_jobs = any(obj["kind"] == "Job" for obj in result.create)
     for obj in result.create:
         key = (obj["kind"], namespace, obj["metadata"]["name"])
-        if key in state.ensured:
-            continue  # created (or found) by this process already: save a round trip per stage
+        if key in state.ensured and not (new_jobs and obj["kind"] == "ConfigMap"):
+            continue  # created (or found) by this process: save a round trip (new pods re-ensure their spec)
         if obj["kind"] != "ServiceAccount":  # shared by the namespace's resources: owned by none
             kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
         try:

@@ -20,11 +20,14 @@ from stepshot.spec import GROUP, PLURAL, VERSION
 SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
 
 
-def load_config() -> None:
+def load_config(connections: int = 32) -> None:
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    default = client.Configuration.get_default_copy()
+    default.connection_pool_maxsize = connections   # one per API worker thread
+    client.Configuration.set_default(default)
 
 
 def api_message(exc: ApiException) -> str:
@@ -45,7 +48,18 @@ def controller_uid(obj: dict) -> str | None:
 
 
 def _json(response: Any) -> Any:
-    return json.loads(response.data)
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _done(response: Any) -> None:
+    """Read and release a raw response we do not need: an unreleased one keeps its connection
+    out of the pool, and the next request pays a new TLS handshake (the operator's main CPU
+    cost under load, measured with py-spy)."""
+    response.read()
+    response.release_conn()
 
 
 class Kube:
@@ -78,8 +92,8 @@ class Kube:
     def patch_training_status(self, namespace: str, name: str, status: dict) -> None:
         # Merge patch without resourceVersion: status is recomputed wholly from the cluster each
         # time, so the last writer being right is all that matters (no 409 retry loops).
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False)
+        _done(self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False))
 
     def delete_training(self, namespace: str, name: str) -> None:
         try:
@@ -130,16 +144,16 @@ class Kube:
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
         try:
             if kind == "Job":
-                self.batch.create_namespaced_job(ns, obj, _preload_content=False)
+                _done(self.batch.create_namespaced_job(ns, obj, _preload_content=False))
             elif kind == "Service":
-                self.core.create_namespaced_service(ns, obj, _preload_content=False)
+                _done(self.core.create_namespaced_service(ns, obj, _preload_content=False))
             elif kind == "ConfigMap":
-                self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+                _done(self.core.create_namespaced_config_map(ns, obj, _preload_content=False))
             elif kind == "ServiceAccount":
-                self.core.create_namespaced_service_account(ns, obj, _preload_content=False)
+                _done(self.core.create_namespaced_service_account(ns, obj, _preload_content=False))
             elif kind == "VolumeSnapshot":
-                self.custom.create_namespaced_custom_object(
-                    SNAPSHOT_GROUP, SNAPSHOT_VERSION, ns, "volumesnapshots", obj, _preload_content=False)
+                _done(self.custom.create_namespaced_custom_object(
+                    SNAPSHOT_GROUP, SNAPSHOT_VERSION, ns, "volumesnapshots", obj, _preload_content=False))
             else:
                 raise ValueError(f"no create for kind {kind}")
         except ApiException as exc:
@@ -151,9 +165,9 @@ class Kube:
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         """Suspend (marking the Job as suspended by the operator) or resume (dropping the mark)."""
         mark = SUSPENDED_BY_OPERATOR if suspend else None
-        self.batch.patch_namespaced_job(
+        _done(self.batch.patch_namespaced_job(
             name, namespace, {"metadata": {"annotations": {ANNOTATION_SUSPENDED_BY: mark}}, "spec": {"suspend": suspend}},
-            _preload_content=False)
+            _preload_content=False))
 
     def post_event(self, body: dict, type_: str, reason: str, message: str, attempts: int = 4) -> None:
         """A core/v1 Event on the resource, with retries: a transition's Event is not dropped
@@ -169,7 +183,7 @@ class Kube:
                  "count": 1, "reportingComponent": "stepshot-operator"}
         for attempt in range(attempts):
             try:
-                self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+                _done(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
                 return
             except ApiException as exc:
                 if exc.status is not None and exc.status < 500 and exc.status != 429 or attempt == attempts - 1:
@@ -179,7 +193,8 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods (404: already gone)."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _preload_content=False)
+            _done(self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+                                                   _preload_content=False))
         except ApiException as exc:
             if exc.status != 404:
                 raise
