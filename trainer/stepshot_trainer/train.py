@@ -51,6 +51,7 @@ from stepshot_trainer.split import GroupedSuperNet
 from stepshot_trainer.supernet import DynamicResNet, SuperNet
 
 WARMUP_START = 0.001  # warmup starts at 0.001 x lr (spec §3.1)
+PREEMPT_GRACE_SECONDS = 20.0  # after SIGTERM: finish the step and save, or exit anyway
 
 
 # --------------------------------------------------------------------------- distributed
@@ -210,6 +211,7 @@ class StageTrainer:
         self.warmup_steps = round(stage.warmup_epochs * len(self.loader))
         self.step = self.epoch = 0
         self.stop_requested = False     # set by SIGTERM
+        self._grace: threading.Timer | None = None   # forced exit if the stop never comes
         self.taus: dict[int, float | None] = {}
         self.selection = Selection(spec, self.d.device) if self.d.main and Selection.enabled(spec) else None
         self.metrics = TrainerMetrics(stage.name, stage.partition, spec.get("metrics_port"), self.d.local_rank)
@@ -377,14 +379,24 @@ class StageTrainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self._grace is not None:   # it stopped in time: no forced exit
+                self._grace.cancel()
             self.metrics.close()
 
     def _on_sigterm(self):
-        """Install the SIGTERM flag (main thread only); returns the handler it replaced."""
+        """Install the SIGTERM flag (main thread only); returns the handler it replaced.
+
+        A process that cannot reach a step boundary (blocked in a collective whose peer died,
+        as when torchrun's agent stops the survivors to restart the group) must still go: it
+        exits PREEMPT_GRACE_SECONDS after the signal, before the agent's and the kubelet's 30 s."""
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def request_stop(signum, frame) -> None:
+            if self._grace is None:
+                self._grace = threading.Timer(PREEMPT_GRACE_SECONDS, os._exit, (143,))
+                self._grace.daemon = True
+                self._grace.start()
             self.stop_requested = True
         return signal.signal(signal.SIGTERM, request_stop)
 
