@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from stepshot.errors import StepshotError
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
 from stepshot.spec import API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec, parse_quantity, safe_yaml_documents
@@ -32,7 +33,6 @@ ANNOTATION_SPEC_HASH = "stepshot.dev/spec-hash"
 # suspended by anyone else (a queue manager such as Kueue) stays theirs to resume.
 ANNOTATION_SUSPENDED_BY = "stepshot.dev/suspended-by"
 SUSPENDED_BY_OPERATOR = "stepshot-operator"
-INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 # Beside the image's /opt/stepshot/benchmarks, so a spec's relative paths such as
 # ../benchmarks/groundtruth/... resolve in pods exactly as they do in a checkout.
@@ -305,19 +305,16 @@ def _job(ctx: Context, role: str, name: str, lbl: dict[str, str], pod_spec: dict
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 
 
-# Exit code of `stepshot` for an invalid spec or input (errors.StepshotError): retrying cannot help.
-EXIT_BAD_INPUT = 2
-
-
 def _pod_failure_policy(pod_spec: dict) -> dict:
     """Preemption, eviction and node drains (condition DisruptionTarget) do not count against
     backoffLimit: the trainer checkpoints on SIGTERM and the replacement pod resumes. A bad
-    spec fails the Job at once instead of burning its retries."""
+    spec or input (`stepshot`'s StepshotError exit code) fails the Job at once instead of
+    burning its retries."""
     rules: list[dict] = [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
     for container in pod_spec["containers"]:
         # onPodConditions: [] is "not set" to the API server; the published OpenAPI marks it required.
         rules.append({"action": "FailJob", "onPodConditions": [],
-                      "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [EXIT_BAD_INPUT]}})
+                      "onExitCodes": {"containerName": container["name"], "operator": "In", "values": [StepshotError.exit_code]}})
     return {"rules": rules}
 
 

@@ -260,16 +260,16 @@ SPEC_SCHEMA: dict = _obj(
 )
 
 
-def _s(description: str = "") -> dict:
-    return {"type": "string", **({"description": description} if description else {})}
+def _s(description: str = "") -> dict:   # status fields: no defaults, no bounds (the operator writes them)
+    return _field("string", None, description)
 
 
 def _i(description: str = "") -> dict:
-    return {"type": "integer", **({"description": description} if description else {})}
+    return _field("integer", None, description)
 
 
 def _n(description: str = "") -> dict:
-    return {"type": "number", **({"description": description} if description else {})}
+    return _field("number", None, description)
 
 
 _CONDITION = {"type": "object", "required": ["type", "status"], "properties": {
@@ -562,6 +562,9 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
         yield f"{field}: Too many: expands to {stages} stages: at most {MAX_STAGES} (one Job each, one status entry each)"
     yield from _quantity_errors(spec)
     yield from _mount_errors(spec)
+    size = len(json.dumps(spec))
+    if size > MAX_SPEC_BYTES:
+        yield f"spec: Too long: {size} bytes: must have at most {MAX_SPEC_BYTES} (the spec travels in a ConfigMap)"
     yield from _scheduling_errors(spec.get("scheduling", {}), "spec.scheduling")
     sel = spec.get("selection", {})
     if bool(sel.get("archs")) != bool(sel.get("groundTruth")):
@@ -612,9 +615,6 @@ def _mount_errors(spec: dict) -> Iterator[str]:
             yield _invalid(field, path, f"must not be / or one of {', '.join(RESERVED_MOUNTS)} (mounted by the operator)")
     if data is not None and data.rstrip("/") == work.rstrip("/"):
         yield _invalid("spec.dataset.path", data, "must differ from spec.storage.path")
-    size = len(json.dumps(spec))
-    if size > MAX_SPEC_BYTES:
-        yield f"spec: Too long: {size} bytes: must have at most {MAX_SPEC_BYTES} (the spec travels in a ConfigMap)"
 
 
 def _quantity_errors(spec: dict) -> Iterator[str]:
@@ -721,7 +721,8 @@ def _name_errors(meta: Any) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- typed view
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """snake_case -> camelCase, as the resource spells its fields."""
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
@@ -739,7 +740,7 @@ class View:
         object.__setattr__(self, "_path", path)
 
     def __getattr__(self, name: str) -> Any:
-        key = _ACRONYMS.get(name, _camel(name))
+        key = _ACRONYMS.get(name, camel(name))
         if key not in self._data:
             if name in self._data:
                 key = name

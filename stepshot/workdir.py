@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stepshot.errors import StepshotError
+from stepshot.spec import camel
 
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "STEPSHOT_TERMINATION_LOG"   # where a command writes its message (set in pods)
@@ -151,9 +152,6 @@ class EvaluationResult:
 
 def _status_form(result: Any) -> dict:
     """The result as the resource's status shows it: camelCase keys (kendallTau), no nulls."""
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(part.title() for part in rest)
     return {camel(k): v for k, v in asdict(result).items() if v is not None}
 
 

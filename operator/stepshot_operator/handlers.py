@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -53,6 +53,7 @@ class State:
     resync: float
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     ensured: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name) known to exist
+    foreign: set[tuple[str, str]] = field(default_factory=set)       # (ns, Job) ignored and logged once
     task: asyncio.Task | None = None
 
 
@@ -205,23 +206,22 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     edited = reconcile.started_spec_needed(current, jobs)   # the Jobs' spec hash differs from the resource's
     if edited or (resync and reconcile.pods_to_start(jobs)):
         # After an edit: the spec the pods read. On resyncs while pods may still start (they mount
-        # it): whether it still exists. A pass that creates Jobs creates it anyway (see below).
-        config_map = await asyncio.to_thread(kube.get_config_map, namespace, manifests.config_map_name(name))
+        # it, and the kubelet waits for it): whether it still exists.
+        config_map = await asyncio.to_thread(kube.get_config_map, namespace, config_map_name(name))
         present = config_map is not None
         started = manifests.spec_from_config_map(config_map) if edited else None
-        if not present:
-            state.ensured.discard(("ConfigMap", namespace, manifests.config_map_name(name)))
+        if not present:   # deleted: the cache must not keep the operator from recreating it
+            state.ensured.discard(("ConfigMap", namespace, config_map_name(name)))
     observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
                                   started_spec=started, config_map_present=present)
     now = datetime.now(timezone.utc)
     result = reconcile.reconcile(body, observed, state.caps, now, current)
 
     refused = []
-    new_jobs = any(obj["kind"] == "Job" for obj in result.create)
     for obj in result.create:
         key = (obj["kind"], namespace, obj["metadata"]["name"])
-        if key in state.ensured and not (new_jobs and obj["kind"] == "ConfigMap"):
-            continue  # created (or found) by this process: save a round trip (new pods re-ensure their spec)
+        if key in state.ensured:
+            continue  # created (or found) by this process already: save a round trip per stage
         if obj["kind"] != "ServiceAccount":  # shared by the namespace's resources: owned by none
             kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
         try:
@@ -269,9 +269,9 @@ def _owned(state: State, body: dict, jobs: dict[str, dict], logger: logging.Logg
     uid = body["metadata"].get("uid")
     owned = {n: j for n, j in jobs.items() if k8s.controller_uid(j) == uid}
     for name in sorted(set(jobs) - set(owned)):
-        key = ("foreign", body["metadata"]["namespace"], name)
-        if key not in state.ensured:
-            state.ensured.add(key)
+        key = (body["metadata"]["namespace"], name)
+        if key not in state.foreign:
+            state.foreign.add(key)
             logger.warning("ignoring Job %s: it carries the labels of %s but is not controlled by it",
                            name, body["metadata"]["name"])
     return owned

@@ -186,7 +186,8 @@ class Kube:
                 _done(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
                 return
             except ApiException as exc:
-                if exc.status is not None and exc.status < 500 and exc.status != 429 or attempt == attempts - 1:
+                transient = exc.status is None or exc.status >= 500 or exc.status == 429
+                if not transient or attempt == attempts - 1:
                     raise
             time.sleep(0.2 * 2 ** attempt)
 

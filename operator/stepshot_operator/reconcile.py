@@ -236,14 +236,9 @@ def with_degraded(status: dict, old: Mapping, refused: Sequence[str], now: datet
     """The status plus the Degraded condition: True while the API server refuses a child
     (its message; every pass retries), False otherwise."""
     old_conditions = {c.get("type"): c for c in old.get("conditions") or []}
-    message = "; ".join(refused)[:1024] if refused else None
     degraded = _condition(DEGRADED, bool(refused), "ChildCreateFailed" if refused else "ChildrenCreated",
-                          message or "", old_conditions, status.get("observedGeneration"), now)
+                          "; ".join(refused)[:1024], old_conditions, status.get("observedGeneration"), now)
     return {**status, "conditions": [*status.get("conditions", []), degraded]}
-
-
-def condition_true(status: Mapping, ctype: str) -> bool:
-    return _condition_true(status, ctype)
 
 
 def pods_to_start(jobs: Mapping[str, dict]) -> bool:
@@ -251,7 +246,7 @@ def pods_to_start(jobs: Mapping[str, dict]) -> bool:
     return any(job_state(job) in (ACTIVE, SUSPENDED) for job in jobs.values())
 
 
-def _condition_true(status: Mapping, ctype: str) -> bool:
+def condition_true(status: Mapping, ctype: str) -> bool:
     return any(c.get("type") == ctype and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
@@ -353,7 +348,7 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     status["conditions"].append(_spec_condition(edit, old, generation, now))
 
     transitions = _transitions(plan, views, stages_status, old_stages, old.get("phase"), phase, status)
-    if edit and not _condition_true(old, SPEC_CHANGED):
+    if edit and not condition_true(old, SPEC_CHANGED):
         transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
     return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
                   delete_jobs=_stopped_siblings(views, observed), transitions=transitions,
