@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
 from stepshot import local
 from stepshot.cli import main
-from trainer_helpers import TINY, needs_fmnist
+from trainer_helpers import TINY, needs_fmnist, processes_mentioning
 
 
 def write_spec(tmp_path, truth_codes=None):
@@ -65,18 +64,6 @@ def test_bad_yaml_gets_the_api_servers_field_errors(tmp_path, capsys):
     assert "spec.resources.nodes: Invalid value: 0" in err
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    out = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            out.append(f"{cmdline.parent.name}: {args}")
-    return out
-
-
 @needs_fmnist
 def test_sigterm_checkpoints_stops_every_process_and_the_rerun_resumes(tmp_path):
     spec_file = write_spec(tmp_path)
@@ -97,7 +84,7 @@ def test_sigterm_checkpoints_stops_every_process_and_the_rerun_resumes(tmp_path)
     out, _ = runner.communicate(timeout=120)
     assert runner.returncode == 1 and "stopped by SIGTERM" in out, out[-3000:]
     assert "SIGTERM: checkpoint at step" in out, out[-3000:]
-    assert not _processes_mentioning(str(work)), "left behind"
+    assert not processes_mentioning(str(work)), "left behind"
     assert (work / "oneshot" / "checkpoints" / "preempted.pt").exists()
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

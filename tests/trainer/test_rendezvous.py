@@ -18,7 +18,7 @@ import yaml
 from stepshot import manifests, plan
 from stepshot.manifests import Caps, Context
 from stepshot_trainer import checkpoint
-from trainer_helpers import TINY, needs_fmnist, tiny_spec
+from trainer_helpers import TINY, free_port, needs_fmnist, processes_mentioning, tiny_spec
 
 pytestmark = [needs_fmnist, pytest.mark.slow]
 SPEC = {"dataset": {"trainLimit": 640}, "oneShot": {"epochs": 3}, "resources": {"nodes": 2}}
@@ -35,15 +35,8 @@ def _pod_env(spec) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _nodes(spec_file: Path, workdir: Path, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
-    env = {**os.environ, **env, "PET_RDZV_ENDPOINT": f"127.0.0.1:{_free_port()}", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, **env, "PET_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}", "OMP_NUM_THREADS": "1",
            "STEPSHOT_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "-m", "stepshot.cli", "train", str(spec_file),
                "--stage", "oneshot", "--workdir", str(workdir)]
@@ -51,7 +44,7 @@ def _nodes(spec_file: Path, workdir: Path, env: dict[str, str], logs: Path) -> l
                              start_new_session=True) for i in range(2)]
 
 
-def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[int]:
+def _wait(procs: list[subprocess.Popen], workdir: Path, timeout: float = 240) -> list[int]:
     deadline = time.monotonic() + timeout
     try:
         return [p.wait(timeout=max(1, deadline - time.monotonic())) for p in procs]
@@ -59,6 +52,9 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 240) -> list[int]:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
+        # torchrun starts its workers in sessions of their own: none may outlive the test
+        for line in processes_mentioning(str(workdir)):
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
 
 
 def test_two_nodes_meet_in_the_rendezvous_the_pods_use_and_train_as_one_group(tmp_path):
@@ -67,7 +63,7 @@ def test_two_nodes_meet_in_the_rendezvous_the_pods_use_and_train_as_one_group(tm
     doc = {**TINY, "spec": {**TINY["spec"], **{k: {**TINY["spec"].get(k, {}), **v} for k, v in SPEC.items()}}}
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump({"apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining", **doc}))
-    assert _wait(_nodes(spec_file, tmp_path, env, tmp_path)) == [0, 0]
+    assert _wait(_nodes(spec_file, tmp_path, env, tmp_path), tmp_path) == [0, 0]
     logs = "".join((tmp_path / f"node{i}.log").read_text() for i in range(2))
     assert "[stepshot] 2 process(es), rank 0 on cpu, backend gloo" in logs, logs[-3000:]
     final, _ = checkpoint.load(tmp_path / "oneshot/checkpoints/epoch-0003.pt")

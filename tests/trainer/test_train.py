@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from stepshot_trainer import checkpoint
 from stepshot_trainer.split import GroupedSuperNet
 from stepshot_trainer.supernet import SuperNet
 from stepshot_trainer.train import Dist, StageTrainer, build_stage_model, lr_factor, select_epoch
-from trainer_helpers import needs_fmnist, tiny_spec
+from trainer_helpers import free_port, needs_fmnist, tiny_spec
 
 pytestmark = needs_fmnist
 
@@ -79,12 +78,6 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_to_the_uninterrupted_weights(
     assert all(torch.equal(x, y) for x, y in zip(mom(straight), mom(resumed)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, workdir: str) -> None:
     from stepshot_trainer.train import init_distributed
 
@@ -100,7 +93,7 @@ def _rank_main(rank: int, port: int, workdir: str) -> None:
 
 def test_two_gloo_ranks_keep_identical_weights(tmp_path):
     # fork: the children skip re-importing torch (spawn costs seconds per rank on 2 busy cores)
-    mp.start_processes(_rank_main, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_rank_main, args=(free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert _same(r0, r1)
     saved, manifest = checkpoint.load(tmp_path / "oneshot/checkpoints/epoch-0001.pt")

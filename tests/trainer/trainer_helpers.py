@@ -1,5 +1,6 @@
 """Shared helpers for the trainer tests: tiny Fashion-MNIST specs, one CPU thread."""
 import copy
+import socket
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,22 @@ def randomize_bn(net) -> None:
                 m.bias.uniform_(-0.2, 0.2)
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line contains `text` ("pid: cmdline")."""
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            out.append(f"{cmdline.parent.name}: {args}")
+    return out
