@@ -10,7 +10,8 @@ set -uo pipefail
 seeds=${1:?number of seeds, e.g. 8}
 limit=${2:?time limit in seconds}
 data=$(realpath "${3:-/usr/share/datasets/fashion-mnist}")
-jobs=${4:-$(( $(nproc) - 2 ))}
+cores=$(nproc)  # before OMP_NUM_THREADS is set: GNU nproc honours it
+jobs=${4:-$(( cores - 2 ))}
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD:$PWD/trainer PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 gt=benchmarks/groundtruth/resnet48-fmnist
@@ -18,7 +19,7 @@ if nvidia-cuda-mps-control -d 2>/dev/null; then echo "CUDA MPS on"; fi
 python3 -m stepshot.cli groundtruth --space resnet48-fmnist --archs benchmarks/archs/resnet48-fmnist-64.json \
   --out $gt.json --seeds "$seeds" --epochs 5 --batch-size 256 --lr 0.1 --device cuda --jobs "$jobs" \
   --data "$data" --time-limit "$limit" \
-  --note "Seeds 3-$((seeds - 1)): benchmarks/groundtruth_gpu.sh on one $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) ($(nproc) CPU cores, $jobs worker processes sharing the GPU), in time-limited slices."
+  --note "Seeds 3-$((seeds - 1)): benchmarks/groundtruth_gpu.sh on one $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) ($cores CPU cores, $jobs worker processes sharing the GPU), in time-limited slices."
 rc=$?
 echo quit | nvidia-cuda-mps-control 2>/dev/null
 if [ -n "${OUT:-}" ]; then tar -czf "$OUT/groundtruth.tar.gz" $gt.json $gt.summary.json $gt.runs 2>/dev/null; fi
