@@ -1,27 +1,29 @@
-"""Ranking benchmark: one-shot vs one-shot -> grouped few-shot vs one-shot -> partitioned few-shot.
+"""Ranking benchmark v2: one-shot vs one-shot -> grouped / partitioned few-shot, paired by seed.
 
-    python benchmarks/ranking.py --preset quick          # 4 seeds, 2 at a time: 47 min on 2 CPU cores
-    python benchmarks/ranking.py --preset full --seeds 0 1 2
+    python benchmarks/ranking.py --preset quick                 # 8 super-net seeds, one at a time
+    python benchmarks/ranking.py --preset quick --analyze-only  # report the seeds finished so far
 
 Every method sees the same data and the same epoch budget along any chain of stages:
-  oneshot      one one-shot stage of E1 + S*E2 epochs
-  grouped      one-shot E1 epochs, then S grouped steps (G = 2, 3, ...) of E2 epochs each
+  oneshot      one one-shot stage of E1 + S*E2 epochs (the whole budget)
+  grouped      one-shot E1 epochs, then S grouped steps (G = 2, 3, ...) of E2 epochs each,
+               at the paper's few-shot lr: 1/100 of the one-shot lr, 1/50 at G=3 (spec §3.4)
   partitioned  one-shot E1 epochs, then S partition steps of E2 epochs per partition Job
-The grouped and partitioned runs of a seed share the one-shot stage (it is trained once and
-copied), so their difference is the few-shot schedule alone. After every step the ground-truth
-architectures are evaluated with inherited weights (BN recalibrated) and correlated with the
-committed stand-alone ground truth. Each run is a plain `stepshot run` work directory, so an
-interrupted benchmark resumes where it stopped.
+  grouped-10x  grouped at ten times the paper's few-shot lr (the v1 setting), an ablation
+The few-shot runs of a seed share its one-shot stage (trained once, copied), so their
+differences are the few-shot schedule alone. After every step the ground-truth architectures
+are evaluated with inherited weights under the ground truth's own protocol: all 10,000 test
+images, BN calibrated on 16 x 256 training images, then folded (the protocol, threads, torch
+version and device are recorded in every evaluation report and in <out>.json). Each run is a
+plain `stepshot run` work directory, so an interrupted benchmark resumes where it stopped.
 
-Outputs: <out>.json (`runs`: one row per method/seed/stage, `ceiling_kendall_tau`, wall times,
-`bootstrap`: 95% intervals for the final taus and the differences between methods),
-<out>.md (stage x method x seed table with means, then the intervals) and <out>.png (tau per
+Outputs: <out>.json (`runs`: one row per method/seed/stage; `bootstrap`: 95% intervals;
+`resolution`: the smallest difference resolved; `group_gains`: accuracy gain per routing group
+after each grouped split; wall times), <out>.md (the same as tables) and <out>.png (tau per
 stage; predicted vs true accuracy at the final stage).
 
-The intervals resample the ground truth's architectures and, per architecture, its seeds
-(stepshot.uncertainty), the same resample for every method, so a difference whose interval
-excludes 0 is one this ground truth can resolve. Super-net training noise is not in them:
-compare the seed columns for that.
+The intervals resample the architectures, each architecture's ground-truth seeds and the
+super-net seeds (stepshot.uncertainty), paired across methods, so a difference whose interval
+excludes 0 is one this benchmark resolves, super-net training noise included.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,24 +46,32 @@ sys.path.insert(0, str(ROOT))
 from stepshot import local  # noqa: E402
 from stepshot.correlate import correlate, load_accuracies, load_seed_accuracies  # noqa: E402
 from stepshot.partition import build_tree, route  # noqa: E402
-from stepshot.space import parse_arch  # noqa: E402
-from stepshot.uncertainty import bootstrap_taus, interval  # noqa: E402
+from stepshot.plan import build_plan  # noqa: E402
+from stepshot.spec import load_file  # noqa: E402
+from stepshot.space import get_space, parse_arch  # noqa: E402
+from stepshot.uncertainty import bootstrap_taus, interval, seed_draws, seed_resampled_mean  # noqa: E402
 from stepshot.workdir import Layout  # noqa: E402
 
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
 ARCHS = ROOT / "benchmarks" / "archs" / "resnet48-fmnist-64.json"  # the ground truth's architectures
 
+VERSION = 2
 PRESETS = {
     # E1 one-shot epochs, E2 epochs per few-shot step, S steps, on a slice of the training set.
+    # Evaluation on all 10,000 test images (the ground truth's), BN calibrated on 16 x 256.
     "quick": dict(train_limit=8000, e1=3, e2=1, groups=[2, 3], partition_steps=[
         {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2}],
-        eval_images=2000, calibration_batches=4),
+        eval_images=10000, calibration_batches=16),
     "full": dict(train_limit=0, e1=12, e2=3, groups=[2, 3, 4], partition_steps=[
         {"dimension": "width", "stage": 4, "parts": 2}, {"dimension": "depth", "stage": 3, "parts": 2},
         {"dimension": "width", "stage": 3, "parts": 2}],
         eval_images=10000, calibration_batches=16),
 }
-METHODS = ("oneshot", "grouped", "partitioned")
+ONE_SHOT_LR = 0.1
+# Few-shot learning rates (spec §3.4): the paper restarts each split at 1/100 of the one-shot
+# lr (0.002 at G=3). "grouped-10x" is the ablation with ten times that (v1's setting).
+FEW_SHOT_LR = {"paper": (ONE_SHOT_LR / 100, {"3": ONE_SHOT_LR / 50}), "10x": (ONE_SHOT_LR / 10, {})}
+METHODS = ("oneshot", "grouped", "partitioned", "grouped-10x")
 SPACE = "resnet48-fmnist"  # the ground truth's space
 
 
@@ -68,11 +79,12 @@ def make_spec(preset: dict, method: str, seed: int) -> dict:
     steps = len(preset["groups"])
     assert steps == len(preset["partition_steps"]), "grouped and partitioned need the same number of steps"
     one_shot_epochs = preset["e1"] + (steps * preset["e2"] if method == "oneshot" else 0)
+    lr, by_groups = FEW_SHOT_LR["10x" if method.endswith("-10x") else "paper"]
     few = {"mode": "none"}
-    if method == "grouped":
-        few = {"mode": "grouped", "groups": preset["groups"], "epochs": preset["e2"], "lr": 0.01, "lrByGroups": {}}
+    if method.startswith("grouped"):
+        few = {"mode": "grouped", "groups": preset["groups"], "epochs": preset["e2"], "lr": lr, "lrByGroups": by_groups}
     elif method == "partitioned":
-        few = {"mode": "partitioned", "steps": preset["partition_steps"], "epochs": preset["e2"], "lr": 0.01}
+        few = {"mode": "partitioned", "steps": preset["partition_steps"], "epochs": preset["e2"], "lr": lr}
     return {
         "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
         "metadata": {"name": f"bench-{method}-s{seed}"},
@@ -80,7 +92,7 @@ def make_spec(preset: dict, method: str, seed: int) -> dict:
             "space": SPACE,
             "dataset": {"kind": "fashion-mnist", "trainLimit": preset["train_limit"]},
             "training": {"batchSize": 128, "seed": seed},
-            "oneShot": {"epochs": one_shot_epochs, "lr": 0.1, "warmupEpochs": 1},
+            "oneShot": {"epochs": one_shot_epochs, "lr": ONE_SHOT_LR, "warmupEpochs": 1},
             "fewShot": few,
             "evaluation": {"archs": str(ARCHS), "groundTruth": str(GROUND_TRUTH), "evalImages": preset["eval_images"],
                            "calibrationBatches": preset["calibration_batches"], "calibrationBatchSize": 256,
@@ -112,7 +124,8 @@ def step_label(method: str, results: list[local.StageResult], step: int) -> str:
     return names[0]
 
 
-def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tuple[int, str, str]], float | None]:
+def run_one(preset: dict, method: str, seed: int, root: Path,
+            threads: int | None = None) -> tuple[list[tuple[int, str, str]], float | None]:
     """Train and evaluate one method/seed; (step, stage label, predictions file) per evaluated step,
     and the run's wall time: measured now if a stage trained, else the one recorded by the call
     that trained it (None if none was)."""
@@ -120,10 +133,10 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tupl
     workdir.mkdir(parents=True, exist_ok=True)
     spec_file = workdir / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(make_spec(preset, method, seed), sort_keys=False))
-    if method == "partitioned":
+    if method in ("partitioned", "grouped-10x"):
         _share_oneshot(root / f"grouped-s{seed}", workdir)
     start = time.monotonic()
-    results = local.run(spec_file, workdir)
+    results = local.run(spec_file, workdir, threads)
     seconds = time.monotonic() - start
     wall_file = workdir / "bench-wall-seconds.txt"  # resuming must not report a resume as the run's time
     if any(r.status == "done" for r in results):
@@ -136,12 +149,13 @@ def run_one(preset: dict, method: str, seed: int, root: Path) -> tuple[list[tupl
     return list(points.values()), wall
 
 
-def run_seed(preset_name: str, seed: int, root: Path) -> dict[str, tuple[list[tuple[int, str, str]], float | None]]:
-    """The three methods of one seed, grouped first: it trains the one-shot stage the others share."""
+def run_seed(preset_name: str, seed: int, root: Path,
+             threads: int | None = None) -> dict[str, tuple[list[tuple[int, str, str]], float | None]]:
+    """Every method of one seed, grouped first: it trains the one-shot stage the others share."""
     out = {}
-    for method in ("grouped", "partitioned", "oneshot"):
+    for method in ("grouped", "partitioned", "oneshot", "grouped-10x"):
         print(f"== {method}, seed {seed}", flush=True)
-        out[method] = run_one(PRESETS[preset_name], method, seed, root)
+        out[method] = run_one(PRESETS[preset_name], method, seed, root, threads)
     return out
 
 
@@ -155,51 +169,112 @@ def correlate_points(method: str, seed: int, points: list[tuple[int, str, str]])
     return rows
 
 
-def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], replicates: int = 2000) -> dict:
-    """Bootstrap 95% intervals for each method's final tau (mean over seeds) and for the
-    differences the issue asks about: few-shot vs one-shot, and few-shot vs its own start."""
-    preds, final, start = {}, {}, {}
+# The comparisons the benchmark exists for (arm a - arm b), paired by super-net seed.
+COMPARISONS = (
+    ("grouped final", "one-shot start"), ("partitioned final", "one-shot start"),
+    ("grouped-10x final", "one-shot start"),
+    ("grouped final", "oneshot (whole budget)"), ("partitioned final", "oneshot (whole budget)"),
+    ("grouped final", "partitioned final"),
+    ("grouped final", "grouped-10x final"),     # the paper's few-shot lr vs ten times it
+)
+
+
+def arms_of(points: dict[tuple[str, int], list[tuple[int, str, str]]]) -> dict[str, dict[int, tuple]]:
+    """Arm name -> {super-net seed: (method, seed, step)}: each method's final step, and the
+    one-shot start (step 0, shared by every few-shot method of a seed)."""
+    arms: dict[str, dict[int, tuple]] = {}
     for (method, seed), pts in points.items():
-        for step, _, pred in pts:
-            preds[(method, seed, step)] = load_accuracies(pred)
-        final.setdefault(method, {})[seed] = (method, seed, max(p[0] for p in pts))
-        if method == "grouped":  # step 0 of grouped and partitioned: the same shared one-shot stage
-            start[seed] = (method, seed, 0)
+        name = "oneshot (whole budget)" if method == "oneshot" else f"{method} final"
+        arms.setdefault(name, {})[seed] = (method, seed, max(p[0] for p in pts))
+        if any(p[0] == 0 for p in pts) and method != "oneshot":
+            arms.setdefault("one-shot start", {}).setdefault(seed, (method, seed, 0))
+    return arms
+
+
+def significance(points: dict[tuple[str, int], list[tuple[int, str, str]]], replicates: int = 2000) -> dict:
+    """Bootstrap 95% intervals for each arm's tau (mean over super-net seeds) and for the
+    COMPARISONS, with three sources of noise resampled at once: the architectures, each
+    architecture's ground-truth seeds (differences only: it lowers both sides alike) and the
+    super-net seeds (paired: both arms of a difference get the same seed draws)."""
+    preds = {(m, s, step): load_accuracies(f) for (m, s), pts in points.items() for step, _, f in pts}
     truth = load_seed_accuracies(GROUND_TRUTH)
-    # One tau: architectures resampled. Differences: the ground truth's seeds redrawn too, which
-    # lowers both sides alike, so their intervals err towards 0 (see stepshot.uncertainty).
     point, boots_archs = bootstrap_taus(preds, truth, replicates, resample_seeds=False)
     _, boots = bootstrap_taus(preds, truth, replicates)
-    arms = {f"{m} final" if m != "oneshot" else "oneshot (whole budget)": v for m, v in final.items()}
-    if start:
-        arms["one-shot start"] = start
+    arms = arms_of(points)
 
-    def mean_over_seeds(arm: dict, seeds: list[int], reps: dict) -> tuple[float, object]:
-        return (statistics.fmean(point[arm[s]] for s in seeds), sum(reps[arm[s]] for s in seeds) / len(seeds))
+    def arm(name: str, seeds: list[int], reps: dict) -> tuple[float, np.ndarray]:
+        draws = seed_draws(len(seeds), replicates)
+        return (statistics.fmean(point[arms[name][s]] for s in seeds),
+                seed_resampled_mean([reps[arms[name][s]] for s in seeds], draws))
 
-    def summary(values, est: float) -> dict:
-        lo, hi = interval(values)
-        return {"kendall_tau": round(est, 4), "ci95": [round(lo, 4), round(hi, 4)]}
-
-    out = {"replicates": replicates, "resampled": {"final": "architectures",
-                                                   "differences": "architectures and each one's ground-truth seeds"},
-           "not_included": "super-net training noise (the spread between benchmark seeds)",
+    out = {"replicates": replicates,
+           "resampled": {"final": "architectures and super-net seeds",
+                         "differences": "architectures, each one's ground-truth seeds and super-net seeds (paired)"},
            "final": {}, "differences": []}
-    for name, arm in arms.items():
-        est, vals = mean_over_seeds(arm, sorted(arm), boots_archs)
-        out["final"][name] = summary(vals, est)
-    pairs = [(f"{m} final", "oneshot (whole budget)") for m in ("grouped", "partitioned")]
-    pairs += [(f"{m} final", "one-shot start") for m in ("grouped", "partitioned")]
-    pairs += [("grouped final", "partitioned final")]
-    for a, b in pairs:
-        if a not in arms or b not in arms:
-            continue
-        seeds = sorted(arms[a].keys() & arms[b].keys())
-        (ea, va), (eb, vb) = mean_over_seeds(arms[a], seeds, boots), mean_over_seeds(arms[b], seeds, boots)
-        diff = summary(va - vb, ea - eb)
-        out["differences"].append({"a": a, "b": b, "seeds": seeds, "difference": diff["kendall_tau"],
-                                   "ci95": diff["ci95"], "share_at_or_below_zero": round(float((va - vb <= 0).mean()), 4)})
+    for name in arms:
+        est, vals = arm(name, sorted(arms[name]), boots_archs)
+        lo, hi = interval(vals)
+        out["final"][name] = {"kendall_tau": round(est, 4), "ci95": [round(lo, 4), round(hi, 4)],
+                              "seeds": sorted(arms[name])}
+    for a, b in COMPARISONS:
+        seeds = sorted(arms.get(a, {}).keys() & arms.get(b, {}).keys())
+        if len(seeds) < 2:
+            continue  # one seed cannot show the super-net seed noise
+        (ea, va), (eb, vb) = arm(a, seeds, boots), arm(b, seeds, boots)
+        lo, hi = interval(va - vb)
+        out["differences"].append({
+            "a": a, "b": b, "seeds": seeds, "difference": round(ea - eb, 4), "ci95": [round(lo, 4), round(hi, 4)],
+            # A difference is resolved at 95% when it exceeds the interval's half-width.
+            "resolves": round((hi - lo) / 2, 4), "resolved": bool(lo > 0 or hi < 0),
+            "share_at_or_below_zero": round(float((va - vb <= 0).mean()), 4)})
     return out
+
+
+def resolution_line(sig: dict) -> str:
+    """The smallest tau difference the benchmark resolves at 95%, in words."""
+    diffs = sorted(sig["differences"], key=lambda d: d["resolves"])
+    if not diffs:
+        return "Resolution: fewer than two super-net seeds per comparison; nothing is resolved."
+    best, worst = diffs[0], diffs[-1]
+    seeds = len(best["seeds"])
+    return (f"Resolution at 95% ({seeds} super-net seeds, 64 architectures, the ground truth's seeds): "
+            f"differences in Kendall tau smaller than {best['resolves']:.3f} ({best['a']} - {best['b']}) "
+            f"to {worst['resolves']:.3f} ({worst['a']} - {worst['b']}) are not resolved.")
+
+
+def group_gains(points: dict[tuple[str, int], list[tuple[int, str, str]]], groups: list[int]) -> list[dict]:
+    """After each grouped split (G = groups[k-1] at step k): the mean change of inherited accuracy,
+    in points, of the architectures routed to each group of each network stage, averaged over
+    the seeds. A split that helps some groups more than others reorders the architectures
+    across groups, which shows here before it shows in the tau."""
+    sp = get_space(SPACE)
+    gains: dict[tuple, list[float]] = {}
+    for (method, seed), pts in points.items():
+        if not method.startswith("grouped"):
+            continue
+        preds = {step: load_accuracies(f) for step, _, f in pts}
+        for step in sorted(k for k in preds if k > 0 and k - 1 in preds):
+            g = groups[step - 1]
+            for code in sorted(set(preds[step]) & set(preds[step - 1])):
+                arch, gain = parse_arch(code, SPACE), preds[step][code] - preds[step - 1][code]
+                for stage in range(4):
+                    widths = sp.stage_widths(stage)
+                    caps = widths[-g:]
+                    cap = next(c for c in caps if c >= arch.stage_out(stage))
+                    kind = "catch-all" if cap == caps[0] and len(widths) > len(caps) else (
+                        "max" if cap == caps[-1] else "singleton")
+                    gains.setdefault((method, step, g, stage + 1, cap, kind, seed), []).append(gain)
+    rows: dict[tuple, dict] = {}
+    for (method, step, g, stage, cap, kind, seed), values in sorted(gains.items()):
+        row = rows.setdefault((method, step, stage, cap), {
+            "method": method, "step": step, "groups": g, "stage": stage, "cap": cap, "kind": kind,
+            "archs": len(values), "per_seed": []})
+        row["per_seed"].append(statistics.fmean(values))
+    for row in rows.values():
+        row["gain_mean"] = round(statistics.fmean(row["per_seed"]), 4)
+        row["gain_seed_sd"] = round(statistics.stdev(row["per_seed"]), 4) if len(row["per_seed"]) > 1 else None
+        row["per_seed"] = [round(v, 4) for v in row["per_seed"]]
+    return list(rows.values())
 
 
 def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]], steps: list[dict]) -> list[dict]:
@@ -267,21 +342,32 @@ CEILINGS = {
 
 
 def markdown_significance(sig: dict) -> list[str]:
-    lines = ["", f"Bootstrap 95% intervals ({sig['replicates']} replicates, paired across methods; "
-             f"not included: {sig['not_included']}).", "",
-             f"| final tau (mean over seeds) | tau | 95% interval ({sig['resampled']['final']} resampled) |",
-             "|---|---|---|"]
-    lines += [f"| {name} | {v['kendall_tau']:.3f} | [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] |"
+    lines = ["", f"Bootstrap 95% intervals ({sig['replicates']} replicates).", "",
+             f"| arm (mean over seeds) | seeds | tau | 95% interval ({sig['resampled']['final']} resampled) |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {len(v['seeds'])} | {v['kendall_tau']:.3f} | [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] |"
               for name, v in sig["final"].items()]
-    lines += ["", f"| difference | delta tau | 95% interval ({sig['resampled']['differences']} resampled) "
-              "| replicates <= 0 |", "|---|---|---|---|"]
-    lines += [f"| {d['a']} - {d['b']} | {d['difference']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] "
-              f"| {d['share_at_or_below_zero']:.1%} |" for d in sig["differences"]]
+    lines += ["", f"| difference | seeds | delta tau | 95% interval ({sig['resampled']['differences']} resampled) "
+              "| resolved | smallest resolved |", "|---|---|---|---|---|---|"]
+    lines += [f"| {d['a']} - {d['b']} | {len(d['seeds'])} | {d['difference']:+.3f} "
+              f"| [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {'yes' if d['resolved'] else 'no'} "
+              f"| {d['resolves']:.3f} |" for d in sig["differences"]]
+    return lines + ["", resolution_line(sig)]
+
+
+def markdown_gains(rows: list[dict]) -> list[str]:
+    lines = ["", "Inherited accuracy gain after each grouped split, by the group an architecture routes to "
+             "(points; mean over architectures, then over seeds, with the seeds' SD):", "",
+             "| method | step (G) | stage | group cap | kind | archs/seed | gain | seed SD |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd = "-" if r["gain_seed_sd"] is None else f"{r['gain_seed_sd']:.3f}"
+        lines.append(f"| {r['method']} | {r['step']} ({r['groups']}) | S{r['stage']} | {r['cap']} | {r['kind']} "
+                     f"| {r['archs']} | {r['gain_mean']:+.3f} | {sd} |")
     return lines
 
 
 def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = None,
-             within: list[dict] | None = None) -> str:
+             within: list[dict] | None = None, gains: list[dict] | None = None) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["| method | stage | " + " | ".join(f"tau s{s}" for s in seeds) + " | mean tau | mean spearman | mean pearson |",
              "|---|---|" + "---|" * (len(seeds) + 3)]
@@ -302,6 +388,8 @@ def markdown(rows: list[dict], ceilings: dict[str, float], sig: dict | None = No
         lines += markdown_significance(sig)
     if within:
         lines += markdown_within(within)
+    if gains:
+        lines += markdown_gains(gains)
     return "\n".join(lines) + "\n"
 
 
@@ -343,13 +431,31 @@ def plot(rows: list[dict], finals: dict[str, str], out: Path, ceilings: dict[str
     plt.close(fig)
 
 
+def complete_seeds(preset_name: str, seeds: list[int], root: Path) -> list[int]:
+    """Seeds whose every method has its final predictions (for --analyze-only)."""
+    done = []
+    for seed in seeds:
+        finals = []
+        for method in METHODS:
+            spec_file = root / f"{method}-s{seed}" / "spec.yaml"
+            if not spec_file.exists():
+                break
+            last = max(s[0].step for s in build_plan(load_file(spec_file)).steps if s[0].is_train)
+            finals.append(Layout(spec_file.parent).predictions(f"step{last}").exists())
+        if len(finals) == len(METHODS) and all(finals):
+            done.append(seed)
+    return done
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="seeds trained at once, in separate processes (default: 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at once, in separate processes (default: 1)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--analyze-only", action="store_true",
+                        help="train nothing: report the seeds whose runs are complete")
     parser.add_argument("--wait-for-truth", type=float, default=0, metavar="SECONDS",
                         help="wait this long for the ground truth after training (it may still be running)")
     parser.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/ranking-<preset>)")
@@ -360,13 +466,17 @@ def main() -> int:
     summary_file = GROUND_TRUTH.with_name(GROUND_TRUTH.stem + ".summary.json")
     # Cores are shared out between the seeds; results depend on the thread count, so it is recorded.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    threads = int(os.environ["OMP_NUM_THREADS"])
     root = args.workdir / args.preset
-    if args.jobs > 1:
+    seeds = complete_seeds(args.preset, args.seeds, root) if args.analyze_only else args.seeds
+    if not seeds:
+        raise SystemExit(f"no complete seed under {root}")
+    if args.jobs > 1 and not args.analyze_only:
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_seed, args.preset, seed, root) for seed in args.seeds]
-            per_seed = dict(zip(args.seeds, (f.result() for f in futures)))
-    else:
-        per_seed = {seed: run_seed(args.preset, seed, root) for seed in args.seeds}
+            futures = [pool.submit(run_seed, args.preset, seed, root, threads) for seed in seeds]
+            per_seed = dict(zip(seeds, (f.result() for f in futures)))
+    else:  # complete seeds only re-read their results
+        per_seed = {seed: run_seed(args.preset, seed, root, threads) for seed in seeds}
     points, walls = {}, {}
     for seed, methods in per_seed.items():
         for method, (pts, wall) in methods.items():
@@ -376,21 +486,27 @@ def main() -> int:
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     ceilings = {k: summary[k] for k in CEILINGS if summary.get(k) is not None}
     rows = [row for (method, seed), pts in points.items() for row in correlate_points(method, seed, pts)]
-    finals = {m: max(points[(m, args.seeds[0])])[2] for m in METHODS if points.get((m, args.seeds[0]))}
+    finals = {m: max(points[(m, seeds[0])])[2] for m in METHODS if points.get((m, seeds[0]))}
     sig = significance(points)
     within = within_partitions(points, preset["partition_steps"])
-    result = {"preset": args.preset, "config": preset, "threads": os.environ.get("OMP_NUM_THREADS"), "jobs": args.jobs,
-              "seeds": args.seeds,
+    gains = group_gains(points, preset["groups"])
+    protocol = local.evaluation_protocol(Path(next(iter(finals.values())))).get("protocol")
+    result = {"version": VERSION, "preset": args.preset, "config": preset, "methods": list(METHODS),
+              "few_shot_lr": FEW_SHOT_LR, "threads": threads, "jobs": args.jobs, "seeds": seeds,
+              "evaluation_protocol": protocol,
               "ceiling_kendall_tau": ceilings.get("seed_kendall_tau"),
               "predictor_ceiling_kendall_tau": ceilings.get("predictor_ceiling_kendall_tau"),
+              "ground_truth_seeds": len(summary.get("seeds", [])),
               "ground_truth_seeds_needed": summary.get("seeds_needed"),
-              "wall_seconds": walls, "runs": rows, "bootstrap": sig, "within_partitions": within,
+              "wall_seconds": walls, "runs": rows, "bootstrap": sig, "resolution": resolution_line(sig),
+              "within_partitions": within, "group_gains": gains,
               "ground_truth_wall_seconds": summary.get("wall_seconds_total"),
               "ground_truth_devices": summary.get("devices")}
+    text = markdown(rows, ceilings, sig, within, gains)
     Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(f"{out}.md").write_text(markdown(rows, ceilings, sig, within))
+    Path(f"{out}.md").write_text(text)
     plot(rows, finals, Path(f"{out}.png"), ceilings)
-    print(markdown(rows, ceilings, sig, within))
+    print(text)
     print(f"wrote {out}.json, {out}.md, {out}.png")
     return 0
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepshot import correlate as corr
-from stepshot.errors import RunFailed
+from stepshot.errors import RunFailed, StepshotError
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import Spec, load_file
 from stepshot.workdir import Layout
@@ -51,13 +51,26 @@ def train_command(spec_file: Path, stage: Stage, workdir: Path) -> list[str]:
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 
 
-def _run(cmd: list[str]) -> int:
+def threads_per_process(threads: int | None, procs: int = 1) -> int:
+    """--threads, else OMP_NUM_THREADS, else the machine's cores shared among the processes.
+
+    Always set for the children: results depend on it, and torch's default (every core in
+    every process) oversubscribes a busy machine (two threads on a loaded 2-core machine
+    evaluated ~20x slower than one)."""
+    if threads:
+        return threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, (os.cpu_count() or 1) // max(1, procs))
+
+
+def _run(cmd: list[str], threads: int) -> int:
     """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half.
 
     SIGTERM and SIGHUP to `stepshot run` (a closed terminal, `kill`, a batch system's stop)
     go to the whole group too: the trainer checkpoints mid-epoch, every process exits, and
     the run stops with RunFailed; nothing is left behind."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     received: list[int] = []
 
@@ -90,27 +103,40 @@ def _stop(proc: subprocess.Popen, signum: int) -> None:
         proc.wait()
 
 
-def run_stage(spec_file: Path, stage: Stage, workdir: Path) -> int:
-    rc = _run(train_command(spec_file, stage, workdir))
+def run_stage(spec_file: Path, stage: Stage, workdir: Path, threads: int | None = None) -> int:
+    rc = _run(train_command(spec_file, stage, workdir), threads_per_process(threads, stage.procs_per_node))
     if rc == 0:
-        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)))
+        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)),
+                  threads_per_process(threads))
     return rc
 
 
-def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir: Path, tag: str) -> dict:
+def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir: Path, tag: str,
+                  threads: int | None = None) -> dict:
     out = Layout(workdir).predictions(tag)
     if not out.exists():
         rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir),
-                              "--stages", ",".join(leaves), "--out", str(out)))
+                              "--stages", ",".join(leaves), "--out", str(out)), threads_per_process(threads))
         if rc != 0:
             raise RunFailed(f"evaluation of {tag} failed (exit {rc})")
+    protocol = evaluation_protocol(out)
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
     if truth is None or not truth.exists():
         if truth is not None:
             print(f"warning: ground truth {truth} not found: predictions only", file=sys.stderr)
-        return {"predictions": str(out)}
+        return {"predictions": str(out), **protocol}
     metrics = corr.correlate(corr.load_accuracies(out), corr.load_accuracies(truth))
-    return {"predictions": str(out), **{k: metrics[k] for k in ("n", "kendall_tau", "spearman", "pearson")}}
+    return {"predictions": str(out), **{k: metrics[k] for k in ("n", "kendall_tau", "spearman", "pearson")},
+            **protocol}
+
+
+def evaluation_protocol(predictions: Path) -> dict:
+    """The evaluation's protocol entry from its report.json (images, calibration, threads, device)."""
+    try:
+        entry = json.loads((predictions.parent / "report.json").read_text())["evaluations"][predictions.stem]
+        return {"protocol": entry["protocol"]}
+    except (OSError, ValueError, KeyError):
+        return {}  # predictions from before protocols were recorded
 
 
 def _eval_points(spec: Spec, plan: Plan) -> dict[int, tuple[str, ...]]:
@@ -121,7 +147,7 @@ def _eval_points(spec: Spec, plan: Plan) -> dict[int, tuple[str, ...]]:
     return {train_steps[-1][0].step: plan.leaves}
 
 
-def run(spec_file: Path, workdir: Path) -> list[StageResult]:
+def run(spec_file: Path, workdir: Path, threads: int | None = None) -> list[StageResult]:
     spec = load_file(spec_file)
     plan = build_plan(spec)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +169,7 @@ def run(spec_file: Path, workdir: Path) -> list[StageResult]:
             print(f"[{done_count}/{train_total}] {stage.name}: training "
                   f"({stage.epochs} epochs, lr {stage.lr:g}, from {stage.parent or 'scratch'})", flush=True)
             start = time.monotonic()
-            rc = run_stage(spec_file, stage, workdir)
+            rc = run_stage(spec_file, stage, workdir, threads)
             result.seconds = time.monotonic() - start
             if rc != 0:
                 result.status = "failed"
@@ -152,7 +178,7 @@ def run(spec_file: Path, workdir: Path) -> list[StageResult]:
         leaves = evals.get(step[0].step)
         if leaves:
             print(f"evaluating after step {step[0].step} ({', '.join(leaves)})", flush=True)
-            metrics = evaluate_step(spec_file, spec, leaves, workdir, f"step{step[0].step}")
+            metrics = evaluate_step(spec_file, spec, leaves, workdir, f"step{step[0].step}", threads)
             for r in results:
                 if r.step == step[0].step:
                     r.metrics = metrics
@@ -189,14 +215,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="SupernetTraining YAML (the same one kubectl applies)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="work directory (default: runs/<metadata.name>)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads per process (default: OMP_NUM_THREADS, else the cores "
+                             "shared among a stage's processes)")
     parser.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise StepshotError(f"--threads must be at least 1, got {args.threads}")
     spec = load_file(args.file)
     workdir = (args.workdir or Path("runs") / spec.name).resolve()
     try:
-        results = run(args.file.resolve(), workdir)
+        results = run(args.file.resolve(), workdir, args.threads)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130

@@ -65,3 +65,20 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
     lo, hi = np.nanpercentile(values, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def seed_draws(seeds: int, replicates: int, seed: int = 0) -> np.ndarray:
+    """Super-net seeds drawn with replacement, one row of `seeds` indices per replicate. The
+    same (seeds, replicates, seed) give the same draws, so two arms with the same seeds are
+    paired."""
+    return np.random.default_rng([seed, seeds]).integers(0, seeds, size=(replicates, seeds))
+
+
+def seed_resampled_mean(per_seed: Sequence[np.ndarray], draws: np.ndarray) -> np.ndarray:
+    """Per replicate r, the mean over the drawn super-net seeds of their replicate-r values.
+
+    `per_seed[i]` holds one value per bootstrap replicate for seed i (e.g. bootstrap_taus's);
+    `draws` comes from `seed_draws`. Resampling the seeds adds the spread between super-net
+    trainings to the architectures' and the ground truth's resampling."""
+    stacked = np.stack(per_seed)                        # [seeds, replicates]
+    return stacked[draws, np.arange(draws.shape[0])[:, None]].mean(1)

@@ -258,20 +258,79 @@ def _spec_condition(edit: str | None, old: Mapping, generation: int | None, now:
 
 # --------------------------------------------------------------------------- the state machine
 
+@dataclass
+class _Pass:
+    """What one reconcile pass works on: the spec it acts on, what it observed, the old status."""
+
+    ctx: Context
+    observed: Observed
+    old: Mapping
+    generation: int | None
+    now: datetime
+    views: dict[str, _StageView] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> Plan:
+        return self.ctx.plan
+
+
 def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
               current: Spec | SpecError | None = None) -> Result:
     """One pass. `current` is `load_resource(body)` when the caller already has it."""
     old = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
-    current = load_resource(body) if current is None else current
+    acted_on = _acted_on(body, observed, caps, load_resource(body) if current is None else current)
+    if isinstance(acted_on, _Refused):
+        return _invalid(old, generation, acted_on.message, now, reason=acted_on.reason)
+    spec, plan, edit = acted_on
+    p = _Pass(Context(spec, plan, caps), observed, old, generation, now)
+    p.views = _views(p)
+    failed = [v for v in p.views.values() if v.state == FAILED]
+    evaluation = p.views[plan.stages[-1].name]
+    suspended = bool(spec.suspend) and evaluation.state != SUCCEEDED and not failed
+
+    create: list[dict] = []
+    if not suspended and evaluation.state != SUCCEEDED:
+        create, starting = _next_objects(p.ctx, p.views, observed, failed=bool(failed))
+        create = _with_shared_objects(p, create)
+        for name in starting:
+            p.views[name].state = RUNNING
+    suspend, resume, held = _suspend_resume(caps, observed, suspended)
+    waiting = bool(held) and not any(job_state(j) == ACTIVE for j in observed.jobs.values())
+    phase = _phase(failed, evaluation, suspended or waiting, bool(observed.jobs or create))
+
+    old_stages: Mapping[str, dict] = old.get("stages") or {}
+    stages_status = {name: _stage_status(p.ctx, v, observed, old_stages.get(name) or {})
+                     for name, v in p.views.items()}
+    result_metrics = (_result(observed, evaluation.jobs[0], parse_evaluation)
+                      if evaluation.state == SUCCEEDED else None) or old.get("result")
+    status = _status(p, stages_status, phase, failed, result_metrics, _suspension(suspended, waiting, held))
+    status["conditions"].append(_spec_condition(edit, old, generation, now))
+
+    transitions = _transitions(plan, p.views, stages_status, old_stages, old.get("phase"), phase, status)
+    if edit and not condition_true(old, SPEC_CHANGED):
+        transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
+    return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
+                  delete_jobs=_stopped_siblings(p.views, observed), transitions=transitions,
+                  delete=_ttl_expired(spec, status, now))
+
+
+@dataclass(frozen=True)
+class _Refused:
+    message: str
+    reason: str
+
+
+def _acted_on(body: Mapping, observed: Observed, caps: Caps,
+              current: Spec | SpecError) -> tuple[Spec, Plan, str | None] | _Refused:
+    """(spec, plan, edit message) to act on, or why the resource is Failed."""
     if observed.started_spec is None and started_spec_needed(current, observed.jobs) \
             and observed.config_map_present is not None:
         # The pods' spec is gone (ConfigMap deleted or mangled) and the resource's spec is not
         # the one the run started with: rebuilding from it would let an edit slip through.
-        return _invalid(old, generation, f"the spec ConfigMap {config_map_name(body['metadata']['name'])} is "
-                        "missing or unreadable and the resource's spec was edited since the run started: "
-                        "undo the edit (the ConfigMap is then rebuilt) or create a new resource", now,
-                        reason="SpecLost")
+        return _Refused(f"the spec ConfigMap {config_map_name(body['metadata']['name'])} is missing or "
+                        "unreadable and the resource's spec was edited since the run started: undo the edit "
+                        "(the ConfigMap is then rebuilt) or create a new resource", "SpecLost")
     try:
         spec, edit = effective_spec(body, current, observed.started_spec)
         if not spec.storage.get("claim_name"):
@@ -280,37 +339,38 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
         forbidden = manifests.volume_errors(spec, caps) + manifests.image_errors(spec, caps)
         if forbidden:
             raise SpecError(forbidden)
-        plan = build_plan(spec)
+        return spec, build_plan(spec), edit
     except SpecError as exc:   # anything else is a bug of ours, not the user's: it propagates
-        return _invalid(old, generation, "; ".join(exc.errors), now)
-    ctx = Context(spec, plan, caps)
-    old_stages: Mapping[str, dict] = old.get("stages") or {}
+        return _Refused("; ".join(exc.errors), "InvalidSpec")
 
+
+def _views(p: _Pass) -> dict[str, _StageView]:
+    """Each stage's state, derived from the Jobs observed under its deterministic names."""
+    old_stages: Mapping[str, dict] = p.old.get("stages") or {}
     views: dict[str, _StageView] = {}
-    for stage in plan.stages:
-        names = manifests.train_job_names(ctx, stage) if stage.is_train else [job_name(spec.name, stage.name)]
-        view = _StageView(stage, names, _aggregate([job_state(observed.jobs.get(n)) for n in names]))
+    for stage in p.plan.stages:
+        names = (manifests.train_job_names(p.ctx, stage) if stage.is_train
+                 else [job_name(p.ctx.name, stage.name)])
+        view = _StageView(stage, names, _aggregate([job_state(p.observed.jobs.get(n)) for n in names]))
         if stage.is_train:
-            view.snapshot = job_state(observed.jobs.get(snapshot_name(spec.name, stage.name)))
-        _derive(view, observed, spec.name, (old_stages.get(stage.name) or {}).get("message"))
+            view.snapshot = job_state(p.observed.jobs.get(snapshot_name(p.ctx.name, stage.name)))
+        _derive(view, p.observed, p.ctx.name, (old_stages.get(stage.name) or {}).get("message"))
         views[stage.name] = view
+    return views
 
-    failed = [v for v in views.values() if v.state == FAILED]
-    evaluation = views[plan.stages[-1].name]
-    suspended = bool(spec.suspend) and evaluation.state != SUCCEEDED and not failed
 
-    create: list[dict] = []
-    starting: set[str] = set()
-    if not suspended and evaluation.state != SUCCEEDED:
-        create, starting = _next_objects(ctx, views, observed, failed=bool(failed))
-        if any(o["kind"] == "Job" for o in create) or observed.config_map_present is False:
-            create.insert(0, manifests.spec_config_map(ctx))   # rebuilt if deleted: pods still to start read it
-            account = manifests.trainer_service_account(ctx)
-            if account:
-                create.insert(0, account)
-    for name in starting:
-        views[name].state = RUNNING
+def _with_shared_objects(p: _Pass, create: list[dict]) -> list[dict]:
+    """The spec ConfigMap (rebuilt if deleted: pods still to start read it) and the trainer
+    ServiceAccount go first whenever a Job is created."""
+    if not (any(o["kind"] == "Job" for o in create) or p.observed.config_map_present is False):
+        return create
+    account = manifests.trainer_service_account(p.ctx)
+    return [*([account] if account else []), manifests.spec_config_map(p.ctx), *create]
 
+
+def _suspend_resume(caps: Caps, observed: Observed, suspended: bool) -> tuple[list[str], list[str], list[str]]:
+    """Jobs to suspend, Jobs to resume (only those the operator suspended), and Jobs held
+    suspended by someone else (a queue manager waiting to admit them: theirs to resume)."""
     suspend, resume = [], []
     if caps.job_suspend:
         for name, job in sorted(observed.jobs.items()):
@@ -319,40 +379,28 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
                 suspend.append(name)
             elif not suspended and state == SUSPENDED and suspended_by_operator(job):
                 resume.append(name)
-    # Suspended by someone else (a queue manager waiting to admit it): theirs to resume.
     held = sorted(n for n, j in observed.jobs.items() if job_state(j) == SUSPENDED and not suspended_by_operator(j))
-    waiting = bool(held) and not any(job_state(j) == ACTIVE for j in observed.jobs.values())
+    return suspend, resume, held
 
+
+def _phase(failed: list[_StageView], evaluation: _StageView, suspended: bool, started: bool) -> str:
     if failed:
-        phase = FAILED
-    elif evaluation.state == SUCCEEDED:
-        phase = SUCCEEDED
-    elif suspended or waiting:
-        phase = SUSPENDED
-    elif observed.jobs or create:
-        phase = RUNNING
-    else:
-        phase = PENDING
+        return FAILED
+    if evaluation.state == SUCCEEDED:
+        return SUCCEEDED
+    if suspended:
+        return SUSPENDED
+    return RUNNING if started else PENDING
 
-    stages_status = {name: _stage_status(ctx, v, observed, old_stages.get(name) or {})
-                     for name, v in views.items()}
-    result_metrics = (_result(observed, evaluation.jobs[0], parse_evaluation)
-                      if evaluation.state == SUCCEEDED else None)
-    result_metrics = result_metrics or old.get("result")
-    suspension = (("SuspendRequested", "spec.suspend is true: no new Jobs, running Jobs suspended") if suspended
-                  else ("SuspendedExternally", f"Job {held[0]}{f' (and {len(held) - 1} more)' if len(held) > 1 else ''}"
-                        " is suspended by another controller (a queue manager such as Kueue resumes it on "
-                        "admission); the operator leaves it suspended") if waiting else None)
-    status = _status(ctx, plan, views, stages_status, phase, failed, result_metrics, old, generation, observed, now,
-                     suspension)
-    status["conditions"].append(_spec_condition(edit, old, generation, now))
 
-    transitions = _transitions(plan, views, stages_status, old_stages, old.get("phase"), phase, status)
-    if edit and not condition_true(old, SPEC_CHANGED):
-        transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
-    return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
-                  delete_jobs=_stopped_siblings(views, observed), transitions=transitions,
-                  delete=_ttl_expired(spec, status, now))
+def _suspension(suspended: bool, waiting: bool, held: list[str]) -> tuple[str, str] | None:
+    if suspended:
+        return "SuspendRequested", "spec.suspend is true: no new Jobs, running Jobs suspended"
+    if waiting:
+        more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+        return ("SuspendedExternally", f"Job {held[0]}{more} is suspended by another controller (a queue "
+                "manager such as Kueue resumes it on admission); the operator leaves it suspended")
+    return None
 
 
 def _stopped_siblings(views: Mapping[str, "_StageView"], observed: Observed) -> tuple[str, ...]:
@@ -519,9 +567,9 @@ def _conditions(phase: str, reasons: dict[str, tuple[str, str]], old_status: Map
     return out
 
 
-def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: dict, phase: str,
-            failed: list[_StageView], result: dict | None, old: Mapping, generation: int | None,
-            observed: Observed, now: datetime, suspension: tuple[str, str] | None = None) -> dict:
+def _status(p: _Pass, stages: dict, phase: str, failed: list[_StageView], result: dict | None,
+            suspension: tuple[str, str] | None) -> dict:
+    plan, views, old = p.plan, p.views, p.old
     done = sum(1 for v in views.values() if v.state == SUCCEEDED)
     index, current = _current(plan, views)
     reasons: dict[str, tuple[str, str]] = {"Running": ("StageRunning", f"running {current}")}
@@ -545,7 +593,7 @@ def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: d
     else:
         completion = None
     status = _compact({
-        "observedGeneration": generation,
+        "observedGeneration": p.generation,
         "phase": phase,
         "currentStage": "done" if phase == SUCCEEDED else current,
         "stepIndex": index,
@@ -557,9 +605,9 @@ def _status(ctx: Context, plan: Plan, views: Mapping[str, _StageView], stages: d
         "completionTime": completion,
         "stages": stages,
         "result": result,
-        "childJobs": _child_counts(observed),
+        "childJobs": _child_counts(p.observed),
     })
-    status["conditions"] = _conditions(phase, reasons, old, generation, now)
+    status["conditions"] = _conditions(phase, reasons, old, p.generation, p.now)
     return status
 
 

@@ -39,6 +39,9 @@ def test_quick_example_is_the_benchmarks_grouped_run():
     assert quick.one_shot.epochs == bench["oneShot"]["epochs"]
     assert list(quick.few_shot.groups) == bench["fewShot"]["groups"]
     assert quick.evaluation.calibration_batches == bench["evaluation"]["calibrationBatches"]
+    assert quick.evaluation.eval_images == bench["evaluation"]["evalImages"]
+    assert quick.few_shot.lr == bench["fewShot"]["lr"]
+    assert quick.few_shot.lr_by_groups.to_dict() == bench["fewShot"]["lrByGroups"]
 
 
 def test_the_gpu_example_in_the_docs_is_valid_and_matches_the_example_file():

@@ -69,3 +69,60 @@ def test_within_partition_tau_separates_ranking_from_level_offsets(tmp_path, mon
     assert row["start_within_kendall_tau"] < 0.8
     assert correlate(shifted, truth)["kendall_tau"] < 0.8            # overall: the levels do not line up
     assert "| 0 | 1 | 2 | 1.000 |" in "\n".join(ranking.markdown_within([row]))
+
+
+def _truth(tmp_path, monkeypatch, codes, true, rng, k=3):
+    gt = {f"arch{i}": {"arch": c, "acc": float(np.mean(s)), "accs": list(s)}
+          for i, c in enumerate(codes) for s in [true[i] + rng.normal(0, 0.3, k)]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
+
+
+def test_super_net_seed_noise_widens_the_interval_of_a_difference(tmp_path, monkeypatch):
+    """Arms whose seeds disagree cannot resolve what the same mean resolves when they agree."""
+    rng = np.random.default_rng(5)
+    codes = [f"1{i:051d}" for i in range(64)]
+    true = rng.normal(88, 1, 64)
+    _truth(tmp_path, monkeypatch, codes, true, rng)
+    noisy = lambda s, tag: _write(tmp_path / f"{tag}.json", {c: true[i] + rng.normal(0, s) for i, c in enumerate(codes)})  # noqa: E731
+
+    def widths(seed_noises: list[float]) -> float:
+        points = {}
+        for seed, s in enumerate(seed_noises):
+            start = noisy(1.0, f"start{seed}-{s}")
+            points[("grouped", seed)] = [(0, "oneshot", start), (1, "g", noisy(s, f"g{seed}-{s}"))]
+        [d] = [d for d in ranking.significance(points, replicates=400)["differences"]
+               if (d["a"], d["b"]) == ("grouped final", "one-shot start")]
+        return d["ci95"][1] - d["ci95"][0]
+
+    assert widths([0.2, 3.0, 0.2, 3.0]) > 1.5 * widths([0.9, 0.9, 0.9, 0.9])
+
+
+def test_resolution_line_names_the_smallest_and_largest_resolvable_difference():
+    sig = {"differences": [
+        {"a": "grouped final", "b": "one-shot start", "seeds": [0, 1, 2], "resolves": 0.031},
+        {"a": "grouped final", "b": "partitioned final", "seeds": [0, 1, 2], "resolves": 0.092}]}
+    line = ranking.resolution_line(sig)
+    assert "3 super-net seeds" in line and "0.031 (grouped final - one-shot start)" in line
+    assert "0.092 (grouped final - partitioned final)" in line
+    assert "nothing is resolved" in ranking.resolution_line({"differences": []})
+
+
+def test_group_gains_follow_the_routing_groups(tmp_path):
+    """Archs routed to S4's catch-all at G=2 gain 1 point, the rest nothing: the table says so."""
+    from stepshot.archsets import load_codes
+    from stepshot.space import get_space, parse_arch
+
+    codes = list(load_codes(ranking.ARCHS).values())
+    sp = get_space(ranking.SPACE)
+    max_s4 = sp.stage_widths(3)[-1]
+    before = {c: 88.0 for c in codes}
+    after = {c: 88.0 + (0.0 if parse_arch(c, ranking.SPACE).stage_out(3) == max_s4 else 1.0) for c in codes}
+    points = {("grouped", seed): [(0, "oneshot", _write(tmp_path / f"b{seed}.json", before)),
+                                  (1, "g2", _write(tmp_path / f"a{seed}.json", after))] for seed in (0, 1)}
+    rows = {(r["stage"], r["kind"]): r for r in ranking.group_gains(points, [2, 3])}
+    assert rows[(4, "catch-all")]["gain_mean"] == 1.0 and rows[(4, "max")]["gain_mean"] == 0.0
+    assert rows[(4, "catch-all")]["gain_seed_sd"] == 0.0
+    n = sum(r["archs"] for (stage, _), r in rows.items() if stage == 4)
+    assert n == len(codes)
+    assert "| grouped | 1 (2) | S4 |" in "\n".join(ranking.markdown_gains(list(rows.values())))

@@ -89,3 +89,20 @@ def test_seed_accuracies_reads_per_seed_lists():
     assert corr.seed_accuracies(gt) == {code: [1.0, 3.0], other: [5.0]}
     with pytest.raises(corr.FormatError, match="accs"):
         corr.seed_accuracies({"arch1": {"arch": code, "acc": 2.0, "accs": []}})
+
+
+def test_seed_resampling_adds_the_spread_between_super_net_seeds():
+    from stepshot.uncertainty import seed_draws, seed_resampled_mean
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(0.5, 0.01, 4000)              # one arm's bootstrap replicates
+    same = [base] * 8                                # 8 seeds that trained identically
+    draws = seed_draws(8, 4000)
+    assert np.array_equal(seed_resampled_mean(same, draws), base)
+    spread = [base + offset for offset in np.linspace(-0.1, 0.1, 8)]   # seeds that differ
+    wide = seed_resampled_mean(spread, draws)
+    assert np.mean(wide) == pytest.approx(np.mean(base), abs=0.005)
+    # the seed term's standard error: sd of the offsets / sqrt(8), on top of the replicates' own
+    offsets_se = np.std(np.linspace(-0.1, 0.1, 8)) / np.sqrt(8)
+    assert np.std(wide) == pytest.approx(np.hypot(0.01, offsets_se), rel=0.1)
+    assert np.array_equal(seed_draws(8, 10), seed_draws(8, 10))      # paired across arms

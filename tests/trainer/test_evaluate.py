@@ -1,4 +1,5 @@
 """BN recalibration, routing to leaves, predictions and the evaluate/snapshot CLI."""
+import copy
 import json
 import random
 
@@ -11,6 +12,7 @@ from stepshot.space import get_space, sample_arch
 from stepshot.archsets import load_codes
 from stepshot_trainer import checkpoint
 from stepshot_trainer.evaluate import Router, predict, recalibrate_bn
+from stepshot_trainer.static import fold_batchnorm
 from stepshot_trainer.supernet import SuperNet
 from trainer_helpers import TINY, needs_fmnist
 
@@ -34,6 +36,28 @@ def test_bn_recalibration_is_deterministic_cumulative_average():
     with torch.no_grad():                          # equal batches: cumulative mean == mean of batch means
         means = torch.stack([net.stem.conv(x).mean((0, 2, 3)) for x in batches]).mean(0)
     assert torch.allclose(net.stem.bn.running_mean, means, atol=1e-5)
+
+
+def test_folded_batchnorm_predicts_like_the_unfolded_net():
+    """Folding changes the arithmetic, not the function: logits to float rounding, every BN gone,
+    projections (sc_conv/sc_bn) folded too."""
+    torch.manual_seed(1)
+    archs = _archs(4, seed=3)
+    for arch in archs:
+        net = SuperNet(SPACE).extract(arch)
+        for m in net.modules():     # non-trivial affine parameters, as after training
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+        recalibrate_bn(net, [torch.randn(32, 1, 28, 28) for _ in range(2)])
+        x = torch.randn(64, 1, 28, 28)
+        with torch.no_grad():
+            before = net(x)
+            after = fold_batchnorm(copy.deepcopy(net))(x)
+        assert torch.allclose(before, after, atol=1e-4 * before.abs().max().item(), rtol=1e-4)
+        folded = fold_batchnorm(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(block.sc_conv is not None for a in archs for stage in SuperNet(SPACE).extract(a).stages
+               for block in stage)
 
 
 def test_router_sends_each_arch_to_its_partition():

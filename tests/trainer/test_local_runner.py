@@ -34,12 +34,18 @@ def write_spec(tmp_path, truth_codes=None):
 def test_run_resumes_and_never_reruns_finished_stages(tmp_path, capsys):
     spec_file = write_spec(tmp_path)
     work = tmp_path / "work"
-    assert main(["run", str(spec_file), "--workdir", str(work)]) == 0
+    assert main(["run", str(spec_file), "--workdir", str(work), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "oneshot" in out and "g2" in out and "kendall" in out
     report = json.loads((work / "report.json").read_text())
     assert [s["status"] for s in report["stages"]] == ["done", "done"]
     assert report["final"]["n"] == 4 and -1 <= report["final"]["kendall_tau"] <= 1
+    # How the numbers were made travels with them: the thread count asked for, the images used.
+    protocol = report["final"]["protocol"]
+    assert protocol["threads"] == 1 and protocol["bn_folded"] and protocol["device"] == "cpu"
+    ev = TINY["spec"]["evaluation"]
+    assert protocol["eval_images"] == ev["evalImages"]
+    assert protocol["calibration_images"] == ev["calibrationBatches"] * ev["calibrationBatchSize"]
     assert (work / "ranking.png").stat().st_size > 1000
     oneshot_ckpt = (work / "snapshots" / "oneshot" / "model.pt").stat().st_mtime_ns
 
@@ -51,6 +57,17 @@ def test_run_resumes_and_never_reruns_finished_stages(tmp_path, capsys):
     assert [(r.stage, r.status) for r in results] == [("oneshot", "skipped"), ("g2", "done")]
     assert (work / "snapshots" / "oneshot" / "model.pt").stat().st_mtime_ns == oneshot_ckpt
     assert results[-1].metrics["n"] == 4
+
+
+def test_thread_count_is_explicit_for_every_child(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert local.threads_per_process(None, procs=2) == 4     # the cores shared among a stage's processes
+    assert local.threads_per_process(None) == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert local.threads_per_process(None, procs=2) == 3     # the caller's choice wins
+    assert local.threads_per_process(2, procs=2) == 2        # and --threads over both
+    assert main(["run", "x.yaml", "--threads", "0"]) == 2
 
 
 def test_bad_yaml_gets_the_api_servers_field_errors(tmp_path, capsys):

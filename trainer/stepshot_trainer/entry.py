@@ -17,6 +17,7 @@ from stepshot.spec import Spec, load_file
 from stepshot.workdir import EvaluationResult, Layout, SnapshotResult, write_failure, write_message
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import Router, load_stage_model, predict
+from stepshot_trainer.provenance import provenance
 
 
 def _common(parser: argparse.ArgumentParser, stage: bool) -> None:
@@ -134,12 +135,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             calibration, evalset, log=True)
     out = args.out or args.workdir / "eval" / "predictions.json"
     checkpoint.write_json(out, preds)
-    report = _report(spec, out, stages, preds, timing)
+    protocol = {"eval_images": sum(len(y) for _, y in evalset), "eval_seed": 0,
+                "calibration_images": sum(len(x) for x in calibration),
+                "calibration_batch_size": ev.calibration_batch_size, "calibration_seed": spec.training.seed,
+                "bn_folded": True, **provenance(device)}
+    report = _report(spec, out, stages, preds, timing, protocol)
     print(json.dumps({"predictions": str(out), **report["final"]}))
     return 0
 
 
-def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict) -> dict:
+def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict, protocol: dict) -> dict:
     """Update <out dir>/report.json (one entry per predictions file) and the termination log."""
     truth_path = spec.resolve(spec.evaluation.get("ground_truth"))
     metrics = {"n": len(preds)}
@@ -152,7 +157,9 @@ def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict)
         metrics["missing"] = {"only_in_pred": len(full["only_in_pred"]), "only_in_truth": len(full["only_in_truth"])}
     path = out.parent / "report.json"
     report = json.loads(path.read_text()) if path.exists() else {"evaluations": {}}
-    report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing, **metrics}
+    # protocol: how the numbers were made (images, calibration, threads, device); they depend on it
+    report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing,
+                                       "protocol": protocol, **metrics}
     result = EvaluationResult(n=metrics["n"], **{k: _finite(metrics.get(k))
                                                  for k in ("kendall_tau", "spearman", "pearson")})
     report["final"] = json.loads(result.message())   # the files keep the message's snake_case keys

@@ -3,7 +3,8 @@
 Per architecture: route to its leaf super-net (a partition's stage; a grouped net
 routes stages to groups itself), extract the static subnet, reset BN statistics
 to a cumulative average (momentum=None), forward a fixed set of calibration
-batches in train mode, then measure top-1 on a fixed subset in eval mode. The
+batches in train mode, fold BN into the convolutions (the statistics are fixed now),
+then measure top-1 on a fixed subset in eval mode. The
 calibration and eval tensors are built once and reused for every architecture,
 so the ranking sees no data noise and the work per subnet is forward passes only.
 """
@@ -22,6 +23,7 @@ from stepshot.space import Arch, SearchSpace, get_space, parse_arch
 from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint
 from stepshot_trainer.split import build_model
+from stepshot_trainer.static import fold_batchnorm
 from stepshot_trainer.supernet import DynamicResNet
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -63,7 +65,7 @@ def top1(net: nn.Module, batches: Batches) -> float:
 def arch_accuracy(model: DynamicResNet, arch: Arch, calibration: list[torch.Tensor], evalset: Batches) -> float:
     net = model.extract(arch)
     recalibrate_bn(net, calibration)
-    return top1(net, evalset)
+    return top1(fold_batchnorm(net), evalset)
 
 
 class Router:

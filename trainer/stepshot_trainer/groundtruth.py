@@ -55,6 +55,7 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
     import torch.nn.functional as F
 
     from stepshot_trainer.data import FashionMNIST, TrainLoader, eval_subset
+    from stepshot_trainer.provenance import provenance
     from stepshot_trainer.static import build_static
 
     torch.set_num_threads(recipe.threads)
@@ -94,18 +95,7 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
             seen += len(labels)
     # Provenance per run: a ground truth built in slices mixes machines and versions.
     return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "cpu": _cpu_model(), "threads": recipe.threads, "torch": torch.__version__}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            **provenance(device)}
 
 
 def _worker(task: tuple[str, int, Recipe, str]) -> dict:
