@@ -55,6 +55,7 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
     import torch.nn.functional as F
 
     from stepshot_trainer.data import FashionMNIST, TrainLoader, eval_subset
+    from stepshot_trainer.evaluate import top1
     from stepshot_trainer.provenance import provenance
     from stepshot_trainer.static import build_static
 
@@ -78,6 +79,9 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
     net.train()
     for epoch in range(recipe.epochs):
         for images, labels in loader.batches(epoch):
+            # The stand-alone recipe's warmup ((step + 1) / warmup), not the super-net's (from
+            # train.WARMUP_START): the committed 512 runs used it; another would make new seeds
+            # incomparable with them.
             scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             for group in opt.param_groups:
                 group["lr"] = lr * scale
@@ -87,14 +91,9 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
             opt.step()
             step += 1
     test = FashionMNIST(recipe.data, "test").to(device)
-    correct = seen = 0
-    net.eval()
-    with torch.no_grad():
-        for images, labels in eval_subset(test, recipe.eval_images, 1000):
-            correct += int((net(images).argmax(1) == labels).sum())
-            seen += len(labels)
+    acc = top1(net, eval_subset(test, recipe.eval_images, 1000))   # the evaluation's own top-1
     # Provenance per run: a ground truth built in slices mixes machines and versions.
-    return {"arch": code, "seed": seed, "acc": 100.0 * correct / seen, "train_seconds": time.monotonic() - start,
+    return {"arch": code, "seed": seed, "acc": acc, "train_seconds": time.monotonic() - start,
             **provenance(device)}
 
 
