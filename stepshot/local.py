@@ -24,7 +24,7 @@ from stepshot import correlate as corr
 from stepshot.errors import RunFailed, StepshotError
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import Spec, load_file
-from stepshot.workdir import Layout
+from stepshot.workdir import Layout, evaluations_file
 
 
 @dataclass
@@ -131,9 +131,9 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
 
 
 def evaluation_protocol(predictions: Path) -> dict:
-    """The evaluation's protocol entry from its report.json (images, calibration, threads, device)."""
+    """The evaluation's protocol entry from its report (images, calibration, threads, device)."""
     try:
-        entry = json.loads((predictions.parent / "report.json").read_text())["evaluations"][predictions.stem]
+        entry = json.loads(evaluations_file(predictions).read_text())["evaluations"][predictions.stem]
         return {"protocol": entry["protocol"]}
     except (OSError, ValueError, KeyError):
         return {}  # predictions from before protocols were recorded

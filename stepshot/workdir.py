@@ -11,7 +11,8 @@ Layout of a work directory (the PersistentVolumeClaim in a cluster):
     <stage>/selected.json                      the epoch the stage selected (see `Selected`)
     <stage>/DONE                               written last: the stage finished
     snapshots/<stage>/{model.pt,manifest.json} immutable copy of the selected checkpoint
-    eval/<tag>-predictions.json, eval/report.json   evaluations (`stepshot evaluate`)
+    eval/<tag>-predictions.json                predictions of `stepshot evaluate` (challenge format)
+    eval/evaluations.json                      per predictions file: metrics, timing, protocol
     report.json                                `stepshot run`'s stage table as JSON
 
 Messages travel in the container's termination message (kubelet: at most 4096 bytes), so
@@ -36,6 +37,12 @@ TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "STEPSHOT_TERMINATION_LOG"   # where a command writes its message (set in pods)
 MESSAGE_LIMIT = 4096                            # the kubelet truncates termination messages here
 SNAPSHOT_MODEL, SNAPSHOT_MANIFEST = "model.pt", "manifest.json"
+EVALUATIONS = "evaluations.json"
+
+
+def evaluations_file(predictions: Path) -> Path:
+    """The evaluation report beside a predictions file (one entry per predictions file)."""
+    return predictions.parent / EVALUATIONS
 
 
 @dataclass(frozen=True)

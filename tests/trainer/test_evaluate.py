@@ -118,7 +118,7 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     assert cli.main(["evaluate", *args]) == 0
     preds = json.loads((work / "eval/predictions.json").read_text())
     assert set(preds) == set(truth)
-    report = json.loads((work / "eval/report.json").read_text())
+    report = json.loads((work / "eval/evaluations.json").read_text())
     assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
     term = (tmp_path / "term").read_text()
     assert len(term) < 4096 and json.loads(workdir.parse_evaluation(term).message()) == report["final"]

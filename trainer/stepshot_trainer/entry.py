@@ -14,7 +14,8 @@ from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.errors import StepshotError
 from stepshot.plan import Plan, build_plan
 from stepshot.spec import Spec, load_file
-from stepshot.workdir import EvaluationResult, Layout, SnapshotResult, write_failure, write_message
+from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, write_failure,
+                              write_message)
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import Router, load_stage_model, predict
 from stepshot_trainer.provenance import provenance
@@ -145,7 +146,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict, protocol: dict) -> dict:
-    """Update <out dir>/report.json (one entry per predictions file) and the termination log."""
+    """Update the evaluation report beside `out` (one entry per predictions file) and the termination log."""
     truth_path = spec.resolve(spec.evaluation.get("ground_truth"))
     metrics = {"n": len(preds)}
     if truth_path is not None and not truth_path.exists():
@@ -155,7 +156,7 @@ def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict,
         full = corr.correlate(corr.accuracies(preds), corr.load_accuracies(truth_path))
         metrics = {k: v for k, v in full.items() if k not in ("only_in_pred", "only_in_truth")}
         metrics["missing"] = {"only_in_pred": len(full["only_in_pred"]), "only_in_truth": len(full["only_in_truth"])}
-    path = out.parent / "report.json"
+    path = evaluations_file(out)
     report = json.loads(path.read_text()) if path.exists() else {"evaluations": {}}
     # protocol: how the numbers were made (images, calibration, threads, device); they depend on it
     report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing,
