@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stepshot.errors import StepshotError
-
 from stepshot.partition import Partition, build_tree
-from stepshot.space import get_space
 from stepshot.spec import Spec, SpecError
 
 ONESHOT = "oneshot"
@@ -139,7 +137,7 @@ def build_plan(spec: Spec) -> Plan:
     few = spec.few_shot
     cuts = [s.to_dict() for s in few.steps] if few.mode == "partitioned" else []
     try:
-        tree = build_tree(get_space(spec.space), cuts)
+        tree = build_tree(spec.search_space, cuts)
     except ValueError as exc:   # a cut the space cannot make: the user's spec, not our bug
         raise SpecError([f"spec.fewShot.steps: Invalid value: {exc}"]) from None
     root = tree[0][0]

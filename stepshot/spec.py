@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import yaml
 
 from stepshot.errors import StepshotError
+from stepshot.space import SPACES, get_space
 
 GROUP = "stepshot.dev"
 VERSION = "v1alpha1"
@@ -31,7 +32,7 @@ PLURAL = "supernettrainings"
 SINGULAR = "supernettraining"
 SHORT_NAMES = ["sst"]
 API_VERSION = f"{GROUP}/{VERSION}"
-SPACE_NAMES = ["resnet48", "resnet48-fmnist"]
+SPACE_NAMES = sorted(SPACES)
 
 
 def _field(kind: str, default: Any, description: str, **constraints: Any) -> dict:
@@ -792,7 +793,7 @@ def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
 class Spec(View):
     """A validated, defaulted SupernetTraining."""
 
-    __slots__ = ("name", "namespace", "raw", "base_dir", "spec_hash")
+    __slots__ = ("name", "namespace", "raw", "base_dir", "spec_hash", "search_space")
 
     def __init__(self, obj: dict, base_dir: Path):
         super().__init__(obj["spec"], "spec")
@@ -804,6 +805,8 @@ class Spec(View):
         # Runtime controls stay out: suspending and resuming is not a different training.
         canonical = json.dumps(training_fields(obj["spec"]), sort_keys=True, separators=(",", ":"))
         object.__setattr__(self, "spec_hash", hashlib.sha256(canonical.encode()).hexdigest()[:16])
+        # Resolved once (the schema's enum admits only known names); readers take this one.
+        object.__setattr__(self, "search_space", get_space(obj["spec"]["space"]))
 
     def resolve(self, path: str | None) -> Path | None:
         """A file named in the spec: relative paths are relative to the YAML file."""

@@ -117,7 +117,7 @@ def _archs(spec: Spec, path: Path | None) -> dict[str, str]:
     source = path or spec.resolve(ev.get("archs")) or spec.resolve(ev.get("ground_truth"))
     if source is not None:
         return load_codes(source)
-    sample = challenge_format(stratified_archs(spec.space, ev.sample, seed=spec.training.seed))
+    sample = challenge_format(stratified_archs(spec.search_space, ev.sample, seed=spec.training.seed))
     return {name: entry["arch"] for name, entry in sample.items()}
 
 
@@ -125,14 +125,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     spec, plan = _load(args)
     stages = args.stages.split(",") if args.stages else list(plan.leaves)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    models = {s: load_stage_model(args.workdir, plan.stage(s).name, spec.space, device=device)[0].eval()
+    models = {s: load_stage_model(args.workdir, plan.stage(s).name, spec.search_space, device=device)[0].eval()
               for s in stages}
     ev = spec.evaluation
     calibration = [x.to(device) for x in data.calibration_batches(
         data.open_source(spec, "train"), ev.calibration_batches, ev.calibration_batch_size, seed=spec.training.seed)]
     evalset = [(x.to(device), y.to(device)) for x, y in data.eval_subset(
         data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=0)]  # the ground truth's subset
-    preds, timing = predict(Router(models, plan.partitions), _archs(spec, args.archs), spec.space,
+    preds, timing = predict(Router(models, plan.partitions), _archs(spec, args.archs), spec.search_space,
                             calibration, evalset, log=True)
     out = args.out or args.workdir / "eval" / "predictions.json"
     checkpoint.write_json(out, preds)

@@ -56,6 +56,7 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
 
     from stepshot_trainer.data import FashionMNIST, TrainLoader, eval_subset
     from stepshot_trainer.evaluate import top1
+    from stepshot_trainer.layers import decays
     from stepshot_trainer.provenance import provenance
     from stepshot_trainer.static import build_static
 
@@ -67,8 +68,8 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
     net = build_static(recipe.space, arch, zero_init_last_bn=True).to(device)
     train = FashionMNIST(recipe.data, "train", recipe.train_limit).to(device)
     loader = TrainLoader(train, recipe.batch_size, seed=seed)
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    decay = [p for p in net.parameters() if decays(p)]
+    no_decay = [p for p in net.parameters() if not decays(p)]
     lr = recipe.lr * recipe.batch_size / 256
     opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9, nesterov=True)

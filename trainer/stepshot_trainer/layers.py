@@ -12,6 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def decays(p: Tensor) -> bool:
+    """Weight decay on conv and FC weights only, not on BN parameters or biases (spec §3.1)."""
+    return p.ndim > 1
+
+
 def prefix(t: Tensor, *sizes: int) -> Tensor:
     """The leading `sizes` slice of `t`; `t` itself when nothing is cut (no autograd slice op)."""
     if tuple(t.shape[: len(sizes)]) == sizes:

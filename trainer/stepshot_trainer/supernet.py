@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stepshot.space import CODES, Arch, SearchSpace, get_space
-from stepshot_trainer.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_prefix
+from stepshot_trainer.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_prefix, decays
 from stepshot_trainer.static import StaticResNet, resize
 
 Caps = tuple[tuple[int, ...], ...]  # per stage: ascending group caps (stage-out widths)
@@ -147,7 +147,7 @@ class DynamicResNet(nn.Module):
         buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for module, factor in self._scaled_modules(lr_scaling):
             for p in module.parameters():
-                buckets.setdefault((factor, p.ndim > 1), []).append(p)
+                buckets.setdefault((factor, decays(p)), []).append(p)
         return [{"params": ps, "lr": base_lr * f, "lr_scale": f, "weight_decay": weight_decay if decay else 0.0}
                 for (f, decay), ps in buckets.items()]
 

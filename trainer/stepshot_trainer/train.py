@@ -136,8 +136,8 @@ def build_stage_model(spec, stage, workdir: Path) -> DynamicResNet:
     tr = spec.training
     if stage.parent is None:
         torch.manual_seed(data.derive_seed("init", tr.seed))
-        return SuperNet(spec.space, dropout=tr.dropout, zero_init_last_bn=tr.zero_init_last_bn)
-    parent, _ = load_stage_model(workdir, stage.parent, spec.space, dropout=tr.dropout)
+        return SuperNet(spec.search_space, dropout=tr.dropout, zero_init_last_bn=tr.zero_init_last_bn)
+    parent, _ = load_stage_model(workdir, stage.parent, spec.search_space, dropout=tr.dropout)
     if stage.split.mode != "grouped":   # partitioned: the parent's weights, sampled inside the partition
         return parent
     if isinstance(parent, GroupedSuperNet):
@@ -154,7 +154,7 @@ class Selection:
         sel = spec.selection
         self.truth = load_accuracies(spec.resolve(sel.ground_truth))
         codes = load_codes(spec.resolve(sel.archs)).values()
-        self.archs = [parse_arch(code, spec.space) for code in codes]
+        self.archs = [parse_arch(code, spec.search_space) for code in codes]
         bs = spec.training.batch_size
         calib = data.calibration_batches(data.open_source(spec, "train"), sel.calibration_batches, bs, seed=0)
         evalset = data.eval_subset(data.open_source(spec, "eval"), sel.eval_images, bs, seed=0)
@@ -200,7 +200,7 @@ class StageTrainer:
         self.loader = data.TrainLoader(data.open_source(spec, "train"), self.tr.batch_size,
                                        seed=data.derive_seed("data", seed, stage.name),
                                        rank=self.d.rank, world_size=self.d.world_size)
-        self.sampler = SandwichSampler(spec.space, partition=partition if stage.split.mode == "partitioned" else None,
+        self.sampler = SandwichSampler(spec.search_space, partition=partition if stage.split.mode == "partitioned" else None,
                                        random_subnets=self.tr.random_subnets, ratio_codes=self.tr.ratio_codes,
                                        seed=data.derive_seed("sandwich", seed, stage.name))
         lr_scaling = bool(spec.few_shot.lr_scaling)
