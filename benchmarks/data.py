@@ -5,7 +5,8 @@ Generates (once, cached under --cache) a synthetic ImageFolder of JPEGs with Ima
 sizes: --distinct images around 500x375 px encoded once, hard-linked --images times into
 --classes classes (train/ and val/). Then, in one run:
 
-  decode limit   one core decoding + augmenting (RandomResizedCrop + flip to 224 px) in-process
+  decode limit   one core decoding + augmenting (RandomResizedCrop + flip to 224 px) in-process,
+                 measured right before each pipeline measurement (the median is reported)
   pipeline       TrainLoader batches (workers, prefetch, pinned on CUDA, normalised on the device)
                  at each --workers count, next to workers x the decode limit
   step           (phase `step`) the trainer's sandwich step on the super-net (resnet48, 224 px)
@@ -24,6 +25,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -135,22 +137,24 @@ def train_step_rates(root: Path, batch: int, workers: int, device: torch.device,
     spec = _spec(root, batch, workers)
     plan = build_plan(spec)
     trainer = StageTrainer(spec, plan.stage("oneshot"), workdir, None, Dist(device=device))
-    if warm + steps > len(trainer.loader):
-        raise SystemExit(f"--images gives {len(trainer.loader)} steps per epoch; the step phase needs {warm + steps}")
+    if 1 + warm + steps > len(trainer.loader):
+        raise SystemExit(f"--images gives {len(trainer.loader)} steps per epoch; the step phase needs {1 + warm + steps}")
     batches = trainer.loader.batches(0)
     x, y = next(batches)
-    for _ in range(warm):                            # cudnn autotuning, the allocator, the workers
-        trainer.train_step(*next(batches))
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step(*next(batches))
-    piped = steps * batch / (time.perf_counter() - start)
-    for _ in range(warm):
-        trainer.train_step(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step(x, y)
-    memory = steps * batch / (time.perf_counter() - start)
+
+    def timed(feed) -> float:
+        """Images/s of `steps` steps after `warm` (the allocator, the workers' first batches); both
+        feeds replay the same step numbers, so the same sandwiches of subnets."""
+        trainer.step = 0
+        for _ in range(warm):
+            trainer.train_step(*feed())
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(*feed())   # ends in loss.item(): the GPU has finished the step
+        return steps * batch / (time.perf_counter() - start)
+
+    piped = timed(lambda: next(batches))
+    memory = timed(lambda: (x, y))
     trainer.metrics.close()
     return {"workers": workers, "batch_size": batch, "warm_steps": warm, "timed_steps": steps,
             "pipeline_images_per_s": round(piped, 1), "in_memory_images_per_s": round(memory, 1),
@@ -199,7 +203,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=8.0, help="per decode-limit and pipeline measurement")
     parser.add_argument("--warm-steps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per feed")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per feed")
     parser.add_argument("--eval-archs", type=int, default=8)
     parser.add_argument("--calibration-batches", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/stepshot-bench-data"))
@@ -209,7 +213,6 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
     wall = time.perf_counter()
     root, info = image_folder(args.cache, args.images, args.eval_images, args.distinct, args.classes)
     folder = data.ImageFolder(root / "train", size=get_space(SPACE).resolution)
@@ -217,19 +220,25 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu_model": cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "note": args.note,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "images": info, "image_size": folder.size, "batch_size": args.batch_size,
     }
-    limit = decode_limit(folder, args.batch_size, args.seconds)
-    result["decode_limit_images_per_s_per_core"] = round(limit, 1)
-    print(f"decode limit: {limit:.1f} images/s on one core", flush=True)
+    # The limit is measured again right before each worker count: on a shared machine the load
+    # drifts, and each ratio compares figures taken under the same load.
+    limits = []
     if "pipeline" in args.phases:
         result["pipeline"] = []
         for w in args.workers:
+            limits.append(decode_limit(folder, args.batch_size, args.seconds))
             rate = pipeline_rate(folder, args.batch_size, w, device, args.seconds)
             result["pipeline"].append({"workers": w, "images_per_s": round(rate, 1),
-                                       "vs_limit_x_workers": round(rate / (limit * w), 3)})
-            print(f"pipeline: {w} workers {rate:.1f} images/s ({rate / (limit * w):.2f} x limit x workers)",
-                  flush=True)
+                                       "decode_limit_just_before": round(limits[-1], 1),
+                                       "vs_limit_x_workers": round(rate / (limits[-1] * w), 3)})
+            print(f"pipeline: {w} workers {rate:.1f} images/s, limit {limits[-1]:.1f}/core "
+                  f"({rate / (limits[-1] * w):.2f} x limit x workers)", flush=True)
+    else:
+        limits.append(decode_limit(folder, args.batch_size, args.seconds))
+    result["decode_limit_images_per_s_per_core"] = round(statistics.median(limits), 1)
     model = None
     if "step" in args.phases:
         with tempfile.TemporaryDirectory() as workdir:

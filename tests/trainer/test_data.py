@@ -3,7 +3,7 @@ fixed evaluation sets."""
 import pytest
 import torch
 
-from trainer_helpers import FMNIST
+from trainer_helpers import FMNIST, jpeg_folder
 from stepshot_trainer import data
 
 
@@ -88,17 +88,8 @@ def test_image_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Three classes of small JPEGs of varied sizes (noise: every crop differs)."""
-    pil = pytest.importorskip("PIL.Image")
-    root = tmp_path_factory.mktemp("imagefolder")
-    gen = torch.Generator().manual_seed(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(12):
-            h, w = 30 + 3 * i, 40 + 2 * i
-            pixels = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=gen).numpy()
-            pil.fromarray(pixels).save(root / f"class{c}" / f"{i}.jpg", quality=90)
-    return data.ImageFolder(root, size=16)
+    pytest.importorskip("PIL")
+    return data.ImageFolder(jpeg_folder(tmp_path_factory.mktemp("imagefolder"), 3, 12), size=16)
 
 
 def _epochs(loader, epochs=(0, 1)):

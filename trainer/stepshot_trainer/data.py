@@ -1,9 +1,11 @@
-"""Data: Fashion-MNIST held in memory, or minimal ImageFolder trees (ImageNet-style).
+"""Data: Fashion-MNIST held in memory, or ImageFolder trees (ImageNet-style) decoded by
+DataLoader worker processes.
 
 Every source returns uint8 image batches `[N, C, H, W]`; `normalize` turns them
 into float input. All randomness (shuffling, augmentation) comes from
 `torch.Generator`s seeded by pure functions of (seed, epoch, step, rank), so a
-resumed run sees exactly the batches an uninterrupted run would have seen.
+resumed run sees exactly the batches an uninterrupted run would have seen, and the
+number of worker processes changes none of them.
 """
 from __future__ import annotations
 
