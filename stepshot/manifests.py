@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from stepshot import dataload
 from stepshot.errors import StepshotError
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
@@ -182,7 +183,7 @@ def trainer_service_account(ctx: Context) -> dict | None:
 
 # --------------------------------------------------------------------------- pod pieces
 
-def _volumes(ctx: Context, shm: bool) -> tuple[list[dict], list[dict]]:
+def _volumes(ctx: Context, shm_bytes: int | None) -> tuple[list[dict], list[dict]]:
     storage, dataset = ctx.spec.storage, ctx.spec.dataset
     work = ({"persistentVolumeClaim": {"claimName": storage.claim_name}}
             if storage.get("claim_name") else {"emptyDir": {}})  # render only; the operator requires a claim
@@ -195,8 +196,10 @@ def _volumes(ctx: Context, shm: bool) -> tuple[list[dict], list[dict]]:
     if dataset.get("volume") is not None:
         volumes.append({"name": "dataset", **dataset.volume.to_dict()})
         mounts.append({"name": "dataset", "mountPath": dataset.path, "readOnly": True})
-    if shm:  # DataLoader workers share batches through /dev/shm
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    if shm_bytes:  # DataLoader workers hand batches over through /dev/shm (and NCCL uses it)
+        # A memory-backed emptyDir counts against the pod's memory limit: bounded, it cannot
+        # take more than the loaders' prefetched batches.
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": dataload.mebibytes(shm_bytes)}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return volumes, mounts
 
@@ -238,10 +241,11 @@ def role_settings(spec: Spec, role: str) -> dict:
     return merged
 
 
-def _threads(cpu: str, procs: int) -> list[dict]:
+def _threads(cpu: str, procs: int, workers: int = 0) -> list[dict]:
     # torch otherwise starts one thread per CPU of the node, not of the pod's share: on a
     # busy node that oversubscribes the CPU limit and training runs many times slower.
-    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_cores(cpu) // max(procs, 1))))}]
+    # Decode workers (one thread each) take their cores out of the share.
+    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_cores(cpu) // max(procs, 1)) - workers))}]
 
 
 def _env(extra: list[dict] | None = None) -> list[dict]:
@@ -353,14 +357,14 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
     res = ctx.spec.resources
     base = job_name(ctx.name, stage.name)
     lbl = labels(ctx, stage, "train")
-    volumes, mounts = _volumes(ctx, shm=True)
+    volumes, mounts = _volumes(ctx, dataload.training_shm_bytes(ctx.spec))
     gpus = res.gpus_per_node
     command = ["python", "-m", "torch.distributed.run"]
     command += ["--standalone"] if stage.nodes == 1 else []
     command += ["-m", "stepshot.cli", "train", SPEC_FILE, "--stage", stage.name, "--workdir", ctx.spec.storage.path]
     env = [{"name": "PET_NNODES", "value": str(stage.nodes)},
            {"name": "PET_NPROC_PER_NODE", "value": str(stage.procs_per_node)},
-           *_threads(res.cpu, stage.procs_per_node)]
+           *_threads(res.cpu, stage.procs_per_node, dataload.training_workers(ctx.spec))]
     ports = [{"name": "metrics", "containerPort": ctx.spec.metrics_port}] if ctx.spec.metrics_port else []
     resources = _resources(res.cpu, res.memory, gpus)
 
@@ -407,7 +411,7 @@ def snapshot_job(ctx: Context, stage: Stage) -> dict:
     The container's termination message is that manifest (JSON), which the operator records
     as the stage's selected checkpoint.
     """
-    volumes, mounts = _volumes(ctx, shm=False)
+    volumes, mounts = _volumes(ctx, None)
     command = ["python", "-m", "stepshot.cli", "snapshot", SPEC_FILE, "--stage", stage.name,
                "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts)
@@ -437,7 +441,7 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
     """Rank the architectures with the leaves' snapshots; the metrics JSON is the termination message."""
     res = ctx.spec.evaluation.resources
     gpus = res.gpus if res.get("gpus") is not None else min(ctx.spec.resources.gpus_per_node, 1)
-    volumes, mounts = _volumes(ctx, shm=True)
+    volumes, mounts = _volumes(ctx, dataload.evaluation_shm_bytes(ctx.spec))
     command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
     container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus),
                            mounts, _threads(res.cpu, 1))

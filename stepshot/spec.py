@@ -174,7 +174,9 @@ SPEC_SCHEMA: dict = _obj(
                 "momentum": _num(0.9, 0.0, 1.0),
                 "nesterov": _bool(True),
                 "weightDecay": _num(1e-5, 0.0),
-                "workers": _int(2, 0, 64, "Data-loading workers per process."),
+                "workers": _int(None, 0, 64, "imagefolder: decode worker processes per training process; "
+                                             "default: its share of resources.cpu minus one (the "
+                                             "training loop's core)."),
                 "checkpointEvery": _int(1, 1, description="Checkpoint every N epochs."),
                 "keepCheckpoints": _int(3, 1, description="Checkpoints kept per stage (the selected one is always kept)."),
                 "ratioCodes": {"type": "array", "items": _int(None, 1, 7), "minItems": 1, "maxItems": 7,
@@ -572,6 +574,20 @@ def _semantic_errors(spec: dict) -> Iterator[str]:
         yield "spec.selection: Invalid value: selection needs both archs and groundTruth"
     if spec.get("dataset", {}).get("kind") == "imagefolder" and spec.get("space") == "resnet48-fmnist":
         yield _invalid("spec.dataset.kind", "imagefolder", "must be fashion-mnist for space resnet48-fmnist")
+    yield from _worker_errors(spec)
+
+
+def _worker_errors(spec: dict) -> Iterator[str]:
+    """Decode workers beyond the pod's CPU request would be throttled, not faster."""
+    res, workers = spec.get("resources", {}), spec.get("training", {}).get("workers")
+    if spec.get("dataset", {}).get("kind") != "imagefolder" or workers is None:
+        return
+    cores = int(parse_quantity(res.get("cpu", "1")) // res.get("procsPerNode", 1))
+    if workers + 1 > cores:
+        yield _invalid("spec.training.workers", workers,
+                       f"should be at most {max(0, cores - 1)}: spec.resources.cpu {res.get('cpu')} over "
+                       f"{res.get('procsPerNode')} processes per node leaves {cores} cores per process, "
+                       f"one of them for the training loop")
 
 
 # A plan bigger than this is refused before anything is built: every stage is a Job, a

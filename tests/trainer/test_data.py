@@ -1,15 +1,16 @@
-"""Fashion-MNIST loading, augmentation, sharding and fixed evaluation sets."""
+"""Fashion-MNIST and ImageFolder loading, augmentation, sharding, worker processes and
+fixed evaluation sets."""
 import pytest
 import torch
 
-from trainer_helpers import FMNIST, needs_fmnist
+from trainer_helpers import FMNIST, jpeg_folder
 from stepshot_trainer import data
-
-pytestmark = needs_fmnist
 
 
 @pytest.fixture(scope="module")
 def train():
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("apt-get install dataset-fashion-mnist")
     return data.FashionMNIST(FMNIST, "train", limit=256)
 
 
@@ -53,11 +54,20 @@ def test_sharding_splits_an_epoch_disjointly(train):
 
 
 def test_fixed_calibration_and_eval_sets(train):
-    calib = data.calibration_batches(train, 2, 16, seed=0)
+    calib = list(data.calibration_batches(train, 2, 16, seed=0))
     assert len(calib) == 2 and calib[0].shape == (16, 1, 28, 28)
     assert all(torch.equal(x, y) for x, y in zip(calib, data.calibration_batches(train, 2, 16, seed=0)))
     evalset = data.eval_subset(train, 50, 20)
     assert [len(y) for _, y in evalset] == [20, 20, 10]
+
+
+def test_streamed_in_memory_batches_equal_the_whole_set_normalised_at_once(train):
+    # What evaluation computed before it streamed: normalise every image, then split.
+    idx = data._fixed_indices(train, 50, 0, "eval")
+    whole = data.normalize(train.load(idx, train=False), train.mean, train.std)
+    streamed = list(data.eval_subset(train, 50, 20))
+    assert torch.equal(torch.cat([x for x, _ in streamed]), whole)
+    assert torch.equal(torch.cat([y for _, y in streamed]), train.labels[idx])
 
 
 def test_image_folder(tmp_path):
@@ -72,3 +82,71 @@ def test_image_folder(tmp_path):
     assert x.shape == (6, 3, 24, 24) and x.dtype == torch.uint8
     assert torch.equal(x, folder.load(torch.arange(6), train=True, gen=data.generator(0)))
     assert folder.load(torch.arange(2), train=False).shape == (2, 3, 24, 24)
+
+
+# --------------------------------------------------------------------------- ImageFolder through worker processes
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    pytest.importorskip("PIL")
+    return data.ImageFolder(jpeg_folder(tmp_path_factory.mktemp("imagefolder"), 3, 12), size=16)
+
+
+def _epochs(loader, epochs=(0, 1)):
+    return [batch for e in epochs for batch in loader.batches(e)]
+
+
+def _same_batches(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))
+
+
+def test_worker_processes_do_not_change_the_batches(folder):
+    inline = data.TrainLoader(folder, 5, seed=3, workers=0)
+    assert len(inline) == 7                                     # 36 images, the last one dropped
+    reference = _epochs(inline)
+    assert reference[0][0].shape == (5, 3, 16, 16) and reference[0][0].dtype == torch.float32
+    for workers in (1, 2):
+        loader = data.TrainLoader(folder, 5, seed=3, workers=workers)
+        assert _same_batches(_epochs(loader), reference)        # persistent workers, two epochs
+    assert not torch.equal(reference[0][0], reference[7][0])    # epoch 1 is another permutation
+
+
+def test_killed_and_resumed_loader_sees_the_uninterrupted_batches(folder):
+    uninterrupted = _epochs(data.TrainLoader(folder, 5, seed=3, workers=2))
+    killed = data.TrainLoader(folder, 5, seed=3, workers=2)
+    seen = []
+    for batch in killed.batches(0):                              # stopped after step 3, workers ahead
+        seen.append(batch)
+        if len(seen) == 3:
+            break
+    del killed
+    resumed = data.TrainLoader(folder, 5, seed=3, workers=2)     # a new process: the checkpoint's (0, 3)
+    rest = list(resumed.batches(0, start=3)) + list(resumed.batches(1))
+    assert _same_batches(seen + rest, uninterrupted)
+
+
+def test_ranks_shard_image_folder_batches_identically_with_workers(folder):
+    for rank in range(2):
+        a = data.TrainLoader(folder, 4, seed=1, rank=rank, world_size=2, workers=0)
+        b = data.TrainLoader(folder, 4, seed=1, rank=rank, world_size=2, workers=2)
+        assert len(a) == 4 and _same_batches(list(a.batches(2)), list(b.batches(2)))
+
+
+def test_fixed_batches_stream_decode_once_when_they_fit(folder, monkeypatch):
+    reference = list(data.eval_subset(folder, 23, 10))
+    assert [len(y) for _, y in reference] == [10, 10, 3] and reference[0][0].dtype == torch.float32
+    decoded = []
+    load = data.ImageFolder.load
+    monkeypatch.setattr(data.ImageFolder, "load", lambda self, idx, **kw: decoded.append(len(idx)) or load(self, idx, **kw))
+    fits = data.eval_subset(folder, 23, 10, cache_bytes=23 * 3 * 16 * 16)
+    assert fits.cached and fits.cached_bytes == 23 * 768
+    assert _same_batches(list(fits), reference) and _same_batches(list(fits), reference)
+    assert decoded == [10, 10, 3]                               # the second pass came from the host
+    too_big = data.eval_subset(folder, 23, 10, cache_bytes=23 * 768 - 1)
+    assert not too_big.cached and too_big.cached_bytes == 0
+    assert _same_batches(list(too_big), reference) and _same_batches(list(too_big), reference)
+    assert decoded == [10, 10, 3] * 3                           # decoded on every pass
+    workers = data.eval_subset(folder, 23, 10, workers=2, cache_bytes=1 << 20)
+    assert _same_batches(list(workers), reference) and _same_batches(list(workers), reference)
+    calib = list(data.calibration_batches(folder, 2, 8, workers=2))
+    assert [x.shape for x in calib] == [(8, 3, 16, 16)] * 2

@@ -13,7 +13,7 @@ from stepshot_trainer import checkpoint
 from stepshot_trainer.split import GroupedSuperNet
 from stepshot_trainer.supernet import SuperNet
 from stepshot_trainer.train import Dist, StageTrainer, build_stage_model, lr_factor, select_epoch
-from trainer_helpers import free_port, needs_fmnist, tiny_spec
+from trainer_helpers import free_port, jpeg_folder, needs_fmnist, tiny_spec
 
 pytestmark = needs_fmnist
 
@@ -163,3 +163,35 @@ def test_metric_names_match_the_design():
     m.loss("max", 1.0)
     names = {s.name for fam in m.registry.collect() for s in fam.samples}
     assert names == set(metric_names())
+
+
+@pytest.mark.slow
+def test_imagefolder_preempted_and_resumed_through_worker_processes_equals_the_uninterrupted_run(tmp_path):
+    pytest.importorskip("PIL")
+    from stepshot import spec as specmod
+
+    jpeg_folder(tmp_path / "data" / "train", 2, 2)
+    jpeg_folder(tmp_path / "data" / "val", 2, 1)
+    spec = specmod.load({"metadata": {"name": "inet"}, "spec": {
+        "space": "resnet48", "dataset": {"kind": "imagefolder", "path": str(tmp_path / "data")},
+        "resources": {"cpu": "3"}, "training": {"batchSize": 2, "randomSubnets": 0},   # 2 workers by default
+        "oneShot": {"epochs": 2, "lr": 0.1, "warmupEpochs": 0}, "fewShot": {"mode": "none"}, "metricsPort": 0}})
+    straight = _trainer(spec, tmp_path / "a")
+    straight.run()
+    assert straight.loader.workers == 2 and straight.loader._loader is not None   # through DataLoader workers
+
+    victim = _trainer(spec, tmp_path / "b")
+    step = victim.train_step
+
+    def step_then_sigterm(x, y):
+        out = step(x, y)
+        if victim.step == 1:                       # mid-epoch 1: workers hold batches ahead
+            signal.raise_signal(signal.SIGTERM)
+        return out
+    victim.train_step = step_then_sigterm
+    with pytest.raises(Preempted):
+        victim.run()
+    resumed = _trainer(spec, tmp_path / "b")
+    resumed.run()
+    assert resumed.step == straight.step == 4
+    assert _same(straight.model.state_dict(), resumed.model.state_dict())

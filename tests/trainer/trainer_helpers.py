@@ -38,6 +38,20 @@ def tiny_spec(**overrides):
     return specmod.load(doc)
 
 
+def jpeg_folder(root: Path, classes: int, per_class: int) -> Path:
+    """root/class<c>/<i>.jpg: small noise JPEGs of varied sizes (every crop differs)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            h, w = 30 + 3 * i, 40 + 2 * i
+            pixels = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=gen).numpy()
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.jpg", quality=90)
+    return root
+
+
 def randomize_bn(net) -> None:
     """Non-trivial BN affine and running stats, so equivalence checks see them."""
     with torch.no_grad():

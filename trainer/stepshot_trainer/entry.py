@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from stepshot import correlate as corr
+from stepshot import correlate as corr, dataload
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.errors import StepshotError
 from stepshot.plan import Plan, build_plan
@@ -128,16 +128,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     models = {s: load_stage_model(args.workdir, plan.stage(s).name, spec.search_space, device=device)[0].eval()
               for s in stages}
     ev = spec.evaluation
-    calibration = [x.to(device) for x in data.calibration_batches(
-        data.open_source(spec, "train"), ev.calibration_batches, ev.calibration_batch_size, seed=spec.training.seed)]
-    evalset = [(x.to(device), y.to(device)) for x, y in data.eval_subset(
-        data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=0)]  # the ground truth's subset
+    budget = dataload.evaluation_cache_bytes(spec)       # streamed to the device batch by batch
+    stream = {"device": device, "workers": dataload.evaluation_workers(spec)}
+    calibration = data.calibration_batches(data.open_source(spec, "train"), ev.calibration_batches,
+                                           ev.calibration_batch_size, seed=spec.training.seed,
+                                           cache_bytes=budget, **stream)
+    evalset = data.eval_subset(data.open_source(spec, "eval"), ev.eval_images, ev.batch_size, seed=0,
+                               cache_bytes=budget - calibration.cached_bytes, **stream)  # the ground truth's subset
     preds, timing = predict(Router(models, plan.partitions), _archs(spec, args.archs), spec.search_space,
                             calibration, evalset, log=True)
     out = args.out or args.workdir / "eval" / "predictions.json"
     checkpoint.write_json(out, preds)
-    protocol = {"eval_images": sum(len(y) for _, y in evalset), "eval_seed": 0,
-                "calibration_images": sum(len(x) for x in calibration),
+    protocol = {"eval_images": evalset.images, "eval_seed": 0, "calibration_images": calibration.images,
                 "calibration_batch_size": ev.calibration_batch_size, "calibration_seed": spec.training.seed,
                 "bn_folded": True, **provenance(device)}
     report = _report(spec, out, stages, preds, timing, protocol)

@@ -4,9 +4,10 @@ Per architecture: route to its leaf super-net (a partition's stage; a grouped ne
 routes stages to groups itself), extract the static subnet, reset BN statistics
 to a cumulative average (momentum=None), forward a fixed set of calibration
 batches in train mode, fold BN into the convolutions (the statistics are fixed now),
-then measure top-1 on a fixed subset in eval mode. The
-calibration and eval tensors are built once and reused for every architecture,
-so the ranking sees no data noise and the work per subnet is forward passes only.
+then measure top-1 on a fixed subset in eval mode. The calibration and eval batches
+are the same for every architecture, so the ranking sees no data noise; they stream
+to the device one batch at a time (data.FixedBatches keeps them decoded on the host
+when they fit), so the work per subnet is forward passes.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from stepshot_trainer.split import build_model
 from stepshot_trainer.static import fold_batchnorm
 from stepshot_trainer.supernet import DynamicResNet
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]   # re-iterable: one pass per architecture
 
 
 def load_stage_model(workdir: Path, stage: str, space: SearchSpace | str, *, dropout: float = 0.0,
@@ -62,7 +63,7 @@ def top1(net: nn.Module, batches: Batches) -> float:
     return 100.0 * correct / max(total, 1)
 
 
-def arch_accuracy(model: DynamicResNet, arch: Arch, calibration: list[torch.Tensor], evalset: Batches) -> float:
+def arch_accuracy(model: DynamicResNet, arch: Arch, calibration: Iterable[torch.Tensor], evalset: Batches) -> float:
     net = model.extract(arch)
     recalibrate_bn(net, calibration)
     return top1(fold_batchnorm(net), evalset)
@@ -85,7 +86,7 @@ class Router:
 
 
 def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
-            calibration: list[torch.Tensor], evalset: Batches, *, log: bool = False) -> tuple[dict, dict]:
+            calibration: Iterable[torch.Tensor], evalset: Batches, *, log: bool = False) -> tuple[dict, dict]:
     """(predictions in challenge format with `acc` in percent and `stage`, timing stats)."""
     sp = get_space(space)
     parsed = {name: parse_arch(code, sp) for name, code in archs.items()}

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from stepshot import dataload
 from stepshot.correlate import correlate, load_accuracies
 from stepshot.errors import Preempted
 from stepshot.partition import Partition
@@ -156,10 +157,12 @@ class Selection:
         codes = load_codes(spec.resolve(sel.archs)).values()
         self.archs = [parse_arch(code, spec.search_space) for code in codes]
         bs = spec.training.batch_size
-        calib = data.calibration_batches(data.open_source(spec, "train"), sel.calibration_batches, bs, seed=0)
-        evalset = data.eval_subset(data.open_source(spec, "eval"), sel.eval_images, bs, seed=0)
-        self.calibration = [x.to(device) for x in calib]
-        self.evalset = [(x.to(device), y.to(device)) for x, y in evalset]
+        budget = dataload.selection_cache_bytes(spec)
+        stream = {"device": device, "workers": dataload.training_workers(spec)}
+        self.calibration = data.calibration_batches(data.open_source(spec, "train"), sel.calibration_batches, bs,
+                                                    seed=0, cache_bytes=budget, **stream)
+        self.evalset = data.eval_subset(data.open_source(spec, "eval"), sel.eval_images, bs, seed=0,
+                                        cache_bytes=budget - self.calibration.cached_bytes, **stream)
 
     @staticmethod
     def enabled(spec) -> bool:
@@ -199,7 +202,8 @@ class StageTrainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.loader = data.TrainLoader(data.open_source(spec, "train"), self.tr.batch_size,
                                        seed=data.derive_seed("data", seed, stage.name),
-                                       rank=self.d.rank, world_size=self.d.world_size)
+                                       rank=self.d.rank, world_size=self.d.world_size,
+                                       workers=dataload.training_workers(spec), device=self.d.device)
         self.sampler = SandwichSampler(spec.search_space, partition=partition if stage.split.mode == "partitioned" else None,
                                        random_subnets=self.tr.random_subnets, ratio_codes=self.tr.ratio_codes,
                                        seed=data.derive_seed("sandwich", seed, stage.name))
