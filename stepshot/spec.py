@@ -583,7 +583,7 @@ def _worker_errors(spec: dict) -> Iterator[str]:
     if spec.get("dataset", {}).get("kind") != "imagefolder" or workers is None:
         return
     cores = int(parse_quantity(res.get("cpu", "1")) // res.get("procsPerNode", 1))
-    if workers + 1 > cores:
+    if workers > 0 and workers + 1 > cores:    # 0: decoding in the training process, always possible
         yield _invalid("spec.training.workers", workers,
                        f"should be at most {max(0, cores - 1)}: spec.resources.cpu {res.get('cpu')} over "
                        f"{res.get('procsPerNode')} processes per node leaves {cores} cores per process, "

@@ -45,6 +45,10 @@ def test_more_workers_than_the_cpu_request_allows_are_refused():
     assert error.startswith("spec.training.workers: Invalid value: 12") and "at most 11" in error
     doc["spec"]["training"]["workers"] = 11
     assert specmod.validate(doc) == []
+    small = copy.deepcopy(doc)
+    small["spec"]["resources"]["cpu"] = "500m"            # no whole core per process: workers 0 only
+    small["spec"]["training"]["workers"] = 0
+    assert specmod.validate(small) == []
     doc["spec"].update(space="resnet48-fmnist", dataset={"kind": "fashion-mnist"})   # nothing to decode
     doc["spec"]["training"]["workers"] = 64
     assert specmod.validate(doc) == []
