@@ -115,10 +115,13 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     manifest = json.loads(workdir.Layout(work).snapshot_manifest("oneshot").read_text())
     assert (snap.stage, snap.partition, snap.epoch, snap.file) == ("oneshot", "root", 1, f"oneshot/checkpoints/{ck.name}")
     assert snap.sha256 == manifest["sha256"] and snap.kendall_tau is None
-    assert cli.main(["evaluate", *args]) == 0
+    assert cli.main(["evaluate", *args, "--threads", "0"]) == 2
+    assert cli.main(["evaluate", *args, "--threads", "1"]) == 0
     preds = json.loads((work / "eval/predictions.json").read_text())
     assert set(preds) == set(truth)
     report = json.loads((work / "eval/evaluations.json").read_text())
     assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
+    protocol = report["evaluations"]["predictions"]["protocol"]
+    assert protocol["threads"] == 1 and protocol["eval_images"] == TINY["spec"]["evaluation"]["evalImages"]
     term = (tmp_path / "term").read_text()
     assert len(term) < 4096 and json.loads(workdir.parse_evaluation(term).message()) == report["final"]

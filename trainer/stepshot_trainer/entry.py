@@ -108,6 +108,8 @@ def register_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archs", type=Path, help="architectures (challenge format or a JSON list of codes)")
     parser.add_argument("--out", type=Path, help="predictions file (default <workdir>/eval/predictions.json)")
     parser.add_argument("--stages", help="comma-separated stages to evaluate (default: the plan's leaves)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads (default: OMP_NUM_THREADS, else torch's); recorded with the results")
     parser.set_defaults(func=_reported(_cmd_evaluate))
 
 
@@ -122,6 +124,10 @@ def _archs(spec: Spec, path: Path | None) -> dict[str, str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise StepshotError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     spec, plan = _load(args)
     stages = args.stages.split(",") if args.stages else list(plan.leaves)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
