@@ -48,7 +48,7 @@ from stepshot.correlate import correlate, load_accuracies, load_seed_accuracies 
 from stepshot.partition import build_tree, route  # noqa: E402
 from stepshot.plan import build_plan  # noqa: E402
 from stepshot.spec import load_file  # noqa: E402
-from stepshot.space import get_space, parse_arch  # noqa: E402
+from stepshot.space import get_space, group_caps, parse_arch, route_caps  # noqa: E402
 from stepshot.uncertainty import bootstrap_taus, interval, seed_draws, seed_resampled_mean  # noqa: E402
 from stepshot.workdir import Layout  # noqa: E402
 
@@ -255,14 +255,13 @@ def group_gains(points: dict[tuple[str, int], list[tuple[int, str, str]]], group
         preds = {step: load_accuracies(f) for step, _, f in pts}
         for step in sorted(k for k in preds if k > 0 and k - 1 in preds):
             g = groups[step - 1]
+            caps = tuple(group_caps(sp, s, g) for s in range(4))     # the trainer's groups at G
             for code in sorted(set(preds[step]) & set(preds[step - 1])):
-                arch, gain = parse_arch(code, SPACE), preds[step][code] - preds[step - 1][code]
-                for stage in range(4):
-                    widths = sp.stage_widths(stage)
-                    caps = widths[-g:]
-                    cap = next(c for c in caps if c >= arch.stage_out(stage))
-                    kind = "catch-all" if cap == caps[0] and len(widths) > len(caps) else (
-                        "max" if cap == caps[-1] else "singleton")
+                gain = preds[step][code] - preds[step - 1][code]
+                for stage, group in enumerate(route_caps(caps, parse_arch(code, sp))):
+                    cap = caps[stage][group]
+                    kind = "catch-all" if group == 0 and len(sp.stage_widths(stage)) > len(caps[stage]) else (
+                        "max" if group == len(caps[stage]) - 1 else "singleton")
                     gains.setdefault((method, step, g, stage + 1, cap, kind, seed), []).append(gain)
     rows: dict[tuple, dict] = {}
     for (method, step, g, stage, cap, kind, seed), values in sorted(gains.items()):

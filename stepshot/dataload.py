@@ -6,8 +6,7 @@ Only `imagefolder` data is decoded; Fashion-MNIST lives in memory and needs no w
 """
 from __future__ import annotations
 
-from stepshot.space import get_space
-from stepshot.spec import parse_quantity
+from stepshot.spec import cores_per_process, parse_quantity
 
 # Batches each DataLoader worker keeps ready (DataLoader's prefetch_factor).
 PREFETCH = 2
@@ -22,28 +21,24 @@ def decodes(spec) -> bool:
     return spec.dataset.kind == "imagefolder"
 
 
-def cores_per_process(spec) -> int:
-    res = spec.resources
-    return int(parse_quantity(res.cpu) // res.procs_per_node)
-
-
 def training_workers(spec) -> int:
     """Decode workers per training process: spec.training.workers, else every core of the
     process's share but the one its training loop runs on."""
     if not decodes(spec):
         return 0
     explicit = spec.training.get("workers")
-    return explicit if explicit is not None else max(0, cores_per_process(spec) - 1)
+    return explicit if explicit is not None else max(0, cores_per_process(spec.resources.cpu,
+                                                                       spec.resources.procs_per_node) - 1)
 
 
 def evaluation_workers(spec) -> int:
     """Decode workers of the evaluation pod: all its cores but the evaluating process's."""
-    return max(0, int(parse_quantity(spec.evaluation.resources.cpu)) - 1) if decodes(spec) else 0
+    return max(0, cores_per_process(spec.evaluation.resources.cpu, 1) - 1) if decodes(spec) else 0
 
 
 def image_bytes(spec) -> int:
     """One decoded uint8 image at the space's resolution."""
-    space = get_space(spec.space)
+    space = spec.search_space
     return space.in_channels * space.resolution ** 2
 
 

@@ -64,6 +64,13 @@ def threads_per_process(threads: int | None, procs: int = 1) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, procs))
 
 
+def checked_threads(threads: int | None) -> int | None:
+    """A --threads value as given (None: not given); below 1 is the user's error."""
+    if threads is not None and threads < 1:
+        raise StepshotError(f"--threads must be at least 1, got {threads}")
+    return threads
+
+
 def _run(cmd: list[str], threads: int) -> int:
     """Run a child in its own process group so Ctrl-C stops all torchrun workers, not half.
 
@@ -222,8 +229,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    if args.threads is not None and args.threads < 1:
-        raise StepshotError(f"--threads must be at least 1, got {args.threads}")
+    checked_threads(args.threads)
     spec = load_file(args.file)
     workdir = (args.workdir or Path("runs") / spec.name).resolve()
     try:

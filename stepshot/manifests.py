@@ -20,7 +20,8 @@ from stepshot import dataload
 from stepshot.errors import StepshotError
 from stepshot.names import config_map_name, job_name, label_value, snapshot_name
 from stepshot.plan import Plan, Stage
-from stepshot.spec import API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec, parse_quantity, safe_yaml_documents
+from stepshot.spec import (API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec, cores_per_process,
+                           safe_yaml_documents)
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
@@ -217,11 +218,6 @@ _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsG
                  "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def cpu_cores(quantity: str) -> float:
-    """A CPU quantity ("2", "1.5", "500m") in cores."""
-    return float(parse_quantity(quantity))
-
-
 # --------------------------------------------------------------------------- scheduling (per role)
 
 _POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName",
@@ -245,7 +241,7 @@ def _threads(cpu: str, procs: int, workers: int = 0) -> list[dict]:
     # torch otherwise starts one thread per CPU of the node, not of the pod's share: on a
     # busy node that oversubscribes the CPU limit and training runs many times slower.
     # Decode workers (one thread each) take their cores out of the share.
-    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_cores(cpu) // max(procs, 1)) - workers))}]
+    return [{"name": "OMP_NUM_THREADS", "value": str(max(1, cores_per_process(cpu, procs) - workers))}]
 
 
 def _env(extra: list[dict] | None = None) -> list[dict]:

@@ -259,6 +259,20 @@ def parse_arch(code: str, space: "SearchSpace | str") -> Arch:
     return Arch(sp.name, depths, int(code[5]), codes)
 
 
+def group_caps(space: "SearchSpace | str", stage: int, groups: int) -> tuple[int, ...]:
+    """Ascending caps of a 0-based stage at G = `groups` (the G largest distinct widths;
+    the smallest cap also serves every narrower width: the catch-all group, spec §3.2)."""
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    return get_space(space).stage_widths(stage)[-groups:]
+
+
+def route_caps(caps: Sequence[Sequence[int]], arch: Arch) -> tuple[int, ...]:
+    """Group per stage: the first (ascending) cap >= the stage-out width (spec §3.2)."""
+    return tuple(next(g for g, cap in enumerate(stage_caps) if cap >= arch.stage_out(s))
+                 for s, stage_caps in enumerate(caps))
+
+
 def stage_ratio_codes(ratio_codes: RatioCodes) -> tuple[tuple[int, ...], ...]:
     """Normalise one list of ratio codes (all stages) or four (S1..S4; S1's also rules the stem)."""
     items = list(ratio_codes)

@@ -83,6 +83,11 @@ _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])
 _KUBE_TYPES: dict = json.loads((Path(__file__).with_name("kube_types.json")).read_text())["types"]
 
 
+def cores_per_process(cpu: str, procs: int) -> int:
+    """Whole cores of a `cpu` quantity per process, `procs` processes sharing it."""
+    return int(parse_quantity(cpu) // max(procs, 1))
+
+
 def parse_quantity(text: str) -> Decimal:
     """A quantity string in base units (cores, bytes), exactly; ValueError if malformed."""
     match = re.fullmatch(_QUANTITY, text)
@@ -582,7 +587,7 @@ def _worker_errors(spec: dict) -> Iterator[str]:
     res, workers = spec.get("resources", {}), spec.get("training", {}).get("workers")
     if spec.get("dataset", {}).get("kind") != "imagefolder" or workers is None:
         return
-    cores = int(parse_quantity(res.get("cpu", "1")) // res.get("procsPerNode", 1))
+    cores = cores_per_process(res.get("cpu", "1"), res.get("procsPerNode", 1))
     if workers > 0 and workers + 1 > cores:    # 0: decoding in the training process, always possible
         yield _invalid("spec.training.workers", workers,
                        f"should be at most {max(0, cores - 1)}: spec.resources.cpu {res.get('cpu')} over "

@@ -210,7 +210,7 @@ def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
     assert env(pod(job)["containers"][0])["OMP_NUM_THREADS"] == threads
     c = ctx(evaluation={"resources": {"cpu": cpu}})   # the evaluation pod has its own size
     evaluation = manifests.eval_job(c, c.plan.stages[-1])
-    assert env(pod(evaluation)["containers"][0])["OMP_NUM_THREADS"] == str(max(1, int(manifests.cpu_cores(cpu))))
+    assert env(pod(evaluation)["containers"][0])["OMP_NUM_THREADS"] == str(max(1, int(specmod.parse_quantity(cpu))))
 
 
 # --------------------------------------------------------------------------- scheduling (issue: GPU clusters)

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from stepshot.dataload import PREFETCH
 from stepshot.errors import StepshotError
-from stepshot.space import get_space
 
 DEFAULT_FMNIST = "/usr/share/datasets/fashion-mnist"
 FMNIST_FILES = {
@@ -245,7 +244,7 @@ def open_source(spec, split: str) -> ImageSource:
     if ds.kind == "fashion-mnist":
         return FashionMNIST(root, "train" if split == "train" else "test", limit)
     folder = root / ("train" if split == "train" else "val")
-    return ImageFolder(folder, size=get_space(spec.space).resolution, limit=limit)
+    return ImageFolder(folder, size=spec.search_space.resolution, limit=limit)
 
 
 def _on_device(images: torch.Tensor, source: ImageSource, device: torch.device | None) -> torch.Tensor:

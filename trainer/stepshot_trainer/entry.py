@@ -12,6 +12,7 @@ import torch
 from stepshot import correlate as corr, dataload
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.errors import StepshotError
+from stepshot.local import checked_threads
 from stepshot.plan import Plan, build_plan
 from stepshot.spec import Spec, load_file
 from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, write_failure,
@@ -124,9 +125,7 @@ def _archs(spec: Spec, path: Path | None) -> dict[str, str]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise StepshotError(f"--threads must be at least 1, got {args.threads}")
+    if checked_threads(args.threads) is not None:
         torch.set_num_threads(args.threads)
     spec, plan = _load(args)
     stages = args.stages.split(",") if args.stages else list(plan.leaves)

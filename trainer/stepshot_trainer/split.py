@@ -23,16 +23,9 @@ conv/FC weights only (the code decays BN and bias too in the diff-lr stages).
 """
 from __future__ import annotations
 
-from stepshot.space import SearchSpace, get_space
+from stepshot.space import SearchSpace, get_space, group_caps
 from stepshot_trainer.layers import copy_prefix
 from stepshot_trainer.supernet import DynamicResNet, SuperNet
-
-
-def group_caps(space: SearchSpace | str, stage: int, groups: int) -> tuple[int, ...]:
-    """Ascending caps of a 0-based stage at G = `groups` (the G largest distinct widths)."""
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-    return get_space(space).stage_widths(stage)[-groups:]
 
 
 def lr_factors(space: SearchSpace | str, groups: int) -> tuple[tuple[float, ...], ...]:

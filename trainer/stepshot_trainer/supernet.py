@@ -23,7 +23,7 @@ from typing import Iterator
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepshot.space import CODES, Arch, SearchSpace, get_space
+from stepshot.space import CODES, Arch, SearchSpace, get_space, route_caps
 from stepshot_trainer.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_prefix, decays
 from stepshot_trainer.static import StaticResNet, resize
 
@@ -68,12 +68,6 @@ def make_stage(space: SearchSpace, stage: int, cap: int) -> nn.ModuleList:
         stride = space.strides[stage] if b == 0 else 1
         blocks.append(DynamicBlock(cin, mid, cap, stride, space.has_projection(stage, b)))
     return nn.ModuleList(blocks)
-
-
-def route_caps(caps: Caps, arch: Arch) -> tuple[int, ...]:
-    """Group per stage: the first (ascending) cap >= the stage-out width (spec §3.2)."""
-    return tuple(next(g for g, cap in enumerate(stage_caps) if cap >= arch.stage_out(s))
-                 for s, stage_caps in enumerate(caps))
 
 
 class DynamicResNet(nn.Module):
