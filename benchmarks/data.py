@@ -179,8 +179,8 @@ def evaluation_rate(root: Path, model, archs: int, eval_images: int, calib_batch
     first = dict([codes.popitem()])
     _, first_timing = predict(router, first, space, calibration, evalset)
     _, timing = predict(router, codes, space, calibration, evalset)
-    return {"workers": workers, "eval_images": sum(len(c) for c in evalset.chunks),
-            "calibration_images": calib_batches * batch, "batch_size": batch,
+    return {"workers": workers, "eval_images": evalset.images,
+            "calibration_images": calibration.images, "batch_size": batch,
             "first_subnet_seconds_with_decode": first_timing["seconds"],
             "subnets": timing["subnets"], "subnets_per_s": timing["subnets_per_second"],
             "cached_host_bytes": calibration.cached_bytes + evalset.cached_bytes}

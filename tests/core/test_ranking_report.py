@@ -15,14 +15,18 @@ def _write(path: Path, accs: dict) -> str:
     return str(path)
 
 
+def _truth(tmp_path, monkeypatch, codes, true, rng, k=3):
+    gt = {f"arch{i}": {"arch": c, "acc": float(np.mean(s)), "accs": list(s)}
+          for i, c in enumerate(codes) for s in [true[i] + rng.normal(0, 0.3, k)]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
+
+
 def test_significance_resolves_a_clear_lead_and_not_a_tie(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     codes = [f"1{i:051d}" for i in range(64)]
     true = rng.normal(88, 1, 64)
-    gt = {f"arch{i}": {"arch": c, "acc": float(np.mean(s)), "accs": list(s)}
-          for i, c in enumerate(codes) for s in [true[i] + rng.normal(0, 0.3, 3)]}
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
+    _truth(tmp_path, monkeypatch, codes, true, rng)
     points = {}
     for seed in (0, 1):
         good = lambda s: {c: true[i] + rng.normal(0, s) for i, c in enumerate(codes)}  # noqa: E731
@@ -69,13 +73,6 @@ def test_within_partition_tau_separates_ranking_from_level_offsets(tmp_path, mon
     assert row["start_within_kendall_tau"] < 0.8
     assert correlate(shifted, truth)["kendall_tau"] < 0.8            # overall: the levels do not line up
     assert "| 0 | 1 | 2 | 1.000 |" in "\n".join(ranking.markdown_within([row]))
-
-
-def _truth(tmp_path, monkeypatch, codes, true, rng, k=3):
-    gt = {f"arch{i}": {"arch": c, "acc": float(np.mean(s)), "accs": list(s)}
-          for i, c in enumerate(codes) for s in [true[i] + rng.normal(0, 0.3, k)]}
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
 
 
 def test_super_net_seed_noise_widens_the_interval_of_a_difference(tmp_path, monkeypatch):

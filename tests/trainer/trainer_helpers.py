@@ -1,9 +1,9 @@
 """Shared helpers for the trainer tests: tiny Fashion-MNIST specs, one CPU thread."""
 import copy
-import socket
 from pathlib import Path
 
 import pytest
+from apiserver import free_port  # noqa: F401  (tests/apiserver.py: one free_port for every test package)
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -61,12 +61,6 @@ def randomize_bn(net) -> None:
                 m.bias.uniform_(-0.2, 0.2)
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes_mentioning(text: str) -> list[str]:
