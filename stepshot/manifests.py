@@ -438,9 +438,13 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
     res = ctx.spec.evaluation.resources
     gpus = res.gpus if res.get("gpus") is not None else min(ctx.spec.resources.gpus_per_node, 1)
     volumes, mounts = _volumes(ctx, dataload.evaluation_shm_bytes(ctx.spec))
-    command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path]
-    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus),
-                           mounts, _threads(res.cpu, 1))
+    processes = dataload.evaluation_processes(ctx.spec, gpus)
+    command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path,
+               "--processes", str(processes)]
+    # Several processes: one thread each. One: the pod's cores less its decode workers'.
+    threads = [{"name": "OMP_NUM_THREADS", "value": "1"}] if processes > 1 else \
+        _threads(res.cpu, 1, dataload.evaluation_workers(ctx.spec))
+    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus), mounts, threads)
     return _job(ctx, "evaluation", job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"),
                 _pod_spec([container], volumes))
 

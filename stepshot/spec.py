@@ -243,7 +243,9 @@ SPEC_SCHEMA: dict = _obj(
                 "batchSize": _int(1000, 1),
                 "everyStage": _bool(False, "Also evaluate after every training stage (benchmarks)."),
                 "resources": _obj(
-                    description="The evaluation pod (one process): its own size, not a training node's.",
+                    description="The evaluation pod: its own size, not a training node's. Without a GPU "
+                                "it evaluates in one process per whole core, as its memory allows (1 GiB each "
+                                "beside the image cache).",
                     properties={
                         "cpu": _str("2", pattern=_QUANTITY),
                         "memory": _str("8Gi", pattern=_QUANTITY),

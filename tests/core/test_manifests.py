@@ -209,8 +209,11 @@ def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
     [job] = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert env(pod(job)["containers"][0])["OMP_NUM_THREADS"] == threads
     c = ctx(evaluation={"resources": {"cpu": cpu}})   # the evaluation pod has its own size
-    evaluation = manifests.eval_job(c, c.plan.stages[-1])
-    assert env(pod(evaluation)["containers"][0])["OMP_NUM_THREADS"] == str(max(1, int(specmod.parse_quantity(cpu))))
+    container = pod(manifests.eval_job(c, c.plan.stages[-1]))["containers"][0]
+    processes = int(container["command"][container["command"].index("--processes") + 1])
+    # Its processes times their threads never oversubscribe its whole cores (8 CPUs with the
+    # default 8Gi: 4 processes, as the memory allows).
+    assert processes * int(env(container)["OMP_NUM_THREADS"]) == min(max(1, int(specmod.parse_quantity(cpu))), 4)
 
 
 # --------------------------------------------------------------------------- scheduling (issue: GPU clusters)
@@ -282,3 +285,23 @@ def test_evaluation_has_its_own_resources():
     cpu = ctx(evaluation={"resources": {"cpu": "500m", "memory": "1Gi"}})
     assert pod(_by_component(cpu)["evaluate"])["containers"][0]["resources"]["limits"] == {"cpu": "500m",
                                                                                            "memory": "1Gi"}
+
+
+def _evaluation(**spec) -> tuple[int, str]:
+    """(--processes, OMP_NUM_THREADS) of the evaluation container."""
+    container = pod(_by_component(ctx(**spec))["evaluate"])["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    return int(container["command"][container["command"].index("--processes") + 1]), env["OMP_NUM_THREADS"]
+
+
+def test_evaluation_splits_architectures_over_its_cores_without_a_gpu():
+    assert _evaluation() == (2, "1")                                         # 2 CPUs, 8Gi: a process per core
+    assert _evaluation(evaluation={"resources": {"cpu": "16", "memory": "4Gi"}}) == (2, "1")   # memory-bound
+    assert _evaluation(evaluation={"resources": {"cpu": "500m", "memory": "1Gi"}}) == (1, "1")
+    assert _evaluation(evaluation={"resources": {"cpu": "3", "memory": "2Gi"}}) == (1, "3")    # one: threads
+    gpu = {"resources": {"gpusPerNode": 8, "cpu": "96", "memory": "900Gi"}}
+    assert _evaluation(**gpu, evaluation={"resources": {"cpu": "8", "memory": "64Gi"}}) == (1, "8")
+    # With a GPU and decoded images, the decode workers take all cores but the evaluating one's.
+    images = {"kind": "imagefolder", "path": "/data/imagenet"}
+    assert _evaluation(**gpu, space="resnet48", dataset=images,
+                       evaluation={"resources": {"cpu": "8", "memory": "64Gi"}}) == (1, "1")

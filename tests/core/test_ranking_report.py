@@ -123,3 +123,26 @@ def test_group_gains_follow_the_routing_groups(tmp_path):
     n = sum(r["archs"] for (stage, _), r in rows.items() if stage == 4)
     assert n == len(codes)
     assert "| grouped | 1 (2) | S4 |" in "\n".join(ranking.markdown_gains(list(rows.values())))
+
+
+def test_full_preset_selects_checkpoints_on_reference_archs_it_never_ranks(tmp_path):
+    """The paper's checkpoint selection (spec §3.1) on a fixed reference draw from the ground
+    truth's architectures; every method ranks the others, so selection and ranking are disjoint."""
+    from stepshot.archsets import load_codes
+    from stepshot.spec import load
+
+    everything = load_codes(ranking.ARCHS)
+    for method in ranking.METHODS:
+        spec = ranking.make_spec(ranking.PRESETS["full"], method, 3, tmp_path)["spec"]
+        reference = load_codes(Path(spec["selection"]["archs"]))
+        ranked = load_codes(Path(spec["evaluation"]["archs"]))
+        assert len(reference) == 16 and len(ranked) == 48
+        assert not set(reference) & set(ranked) and {**reference, **ranked} == everything
+        assert spec["selection"]["groundTruth"] == spec["evaluation"]["groundTruth"]
+        # Selection scores with the evaluation's images and 16 x 256 calibration images.
+        assert spec["selection"]["evalImages"] == spec["evaluation"]["evalImages"] == 10000
+        assert spec["selection"]["calibrationBatches"] * spec["training"]["batchSize"] == 16 * 256
+        assert load({"metadata": {"name": "x"}, "spec": spec}).selection.archs == spec["selection"]["archs"]
+    assert ranking.reference_split(16) == ranking.reference_split(16)   # one draw for every run
+    quick = ranking.make_spec(ranking.PRESETS["quick"], "grouped", 0)["spec"]
+    assert "selection" not in quick and quick["evaluation"]["archs"] == str(ranking.ARCHS)

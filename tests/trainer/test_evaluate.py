@@ -116,12 +116,18 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     assert (snap.stage, snap.partition, snap.epoch, snap.file) == ("oneshot", "root", 1, f"oneshot/checkpoints/{ck.name}")
     assert snap.sha256 == manifest["sha256"] and snap.kendall_tau is None
     assert cli.main(["evaluate", *args, "--threads", "0"]) == 2
-    assert cli.main(["evaluate", *args, "--threads", "1"]) == 0
+    assert cli.main(["evaluate", *args, "--processes", "0"]) == 2
+    # Architectures split over two processes: the same numbers as one process at equal threads.
+    one = work / "eval/one.json"
+    assert cli.main(["evaluate", *args, "--threads", "1", "--processes", "1", "--out", str(one)]) == 0
+    assert cli.main(["evaluate", *args, "--threads", "1", "--processes", "2"]) == 0
     preds = json.loads((work / "eval/predictions.json").read_text())
-    assert set(preds) == set(truth)
+    assert list(preds) == list(truth) and preds == json.loads(one.read_text())
     report = json.loads((work / "eval/evaluations.json").read_text())
     assert report["final"]["n"] == 4 and "kendall_tau" in report["final"]
     protocol = report["evaluations"]["predictions"]["protocol"]
     assert protocol["threads"] == 1 and protocol["eval_images"] == TINY["spec"]["evaluation"]["evalImages"]
+    assert protocol["processes"] == 2 and report["evaluations"]["one"]["protocol"]["processes"] == 1
+    assert report["evaluations"]["predictions"]["timing"]["processes"] == 2
     term = (tmp_path / "term").read_text()
     assert len(term) < 4096 and json.loads(workdir.parse_evaluation(term).message()) == report["final"]

@@ -43,6 +43,7 @@ def test_run_resumes_and_never_reruns_finished_stages(tmp_path, capsys):
     # How the numbers were made travels with them: the thread count asked for, the images used.
     protocol = report["final"]["protocol"]
     assert protocol["threads"] == 1 and protocol["bn_folded"] and protocol["device"] == "cpu"
+    assert protocol["processes"] == min(4, os.cpu_count())   # one evaluating process per core, 4 archs
     ev = TINY["spec"]["evaluation"]
     assert protocol["eval_images"] == ev["evalImages"]
     assert protocol["calibration_images"] == ev["calibrationBatches"] * ev["calibrationBatchSize"]
@@ -67,7 +68,21 @@ def test_thread_count_is_explicit_for_every_child(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert local.threads_per_process(None, procs=2) == 3     # the caller's choice wins
     assert local.threads_per_process(2, procs=2) == 2        # and --threads over both
+    assert local.threads_per_process(2, procs=2, cores=4) == 2
     assert main(["run", "x.yaml", "--threads", "0"]) == 2
+    assert main(["run", "x.yaml", "--cores", "0"]) == 2
+
+
+def test_evaluation_splits_architectures_over_processes(monkeypatch):
+    """Evaluation: one thread per process and a process per core, unless threads are asked for."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert local.evaluation_split(None) == (8, 1)
+    assert local.evaluation_split(None, cores=2) == (2, 1)     # a run's share of the machine
+    assert local.evaluation_split(2) == (4, 2)
+    assert local.evaluation_split(16) == (1, 16)
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")                 # an evaluation pod: its cores as threads
+    assert local.evaluation_split(None) == (1, 8)
 
 
 def test_bad_yaml_gets_the_api_servers_field_errors(tmp_path, capsys):

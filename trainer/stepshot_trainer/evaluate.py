@@ -11,10 +11,14 @@ when they fit), so the work per subnet is forward passes.
 """
 from __future__ import annotations
 
+import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -85,6 +89,25 @@ class Router:
         return self._stage_of[route(arch, list(self.partitions.values())).id]
 
 
+@dataclass(frozen=True)
+class Evaluator:
+    """What evaluating needs besides the architectures: the routed super-nets and the fixed batches."""
+    router: Router
+    calibration: Iterable[torch.Tensor]
+    evalset: Batches
+
+
+def _log_progress(done: int, total: int, start: float) -> None:
+    rate = done / (time.perf_counter() - start)
+    print(f"evaluated {done}/{total} subnets ({rate:.2f}/s)", file=sys.stderr, flush=True)
+
+
+def _timing(out: dict, start: float, processes: int = 1) -> dict:
+    seconds = time.perf_counter() - start
+    return {"subnets": len(out), "seconds": round(seconds, 3), "processes": processes,
+            "subnets_per_second": round(len(out) / seconds, 3) if seconds > 0 else None}
+
+
 def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
             calibration: Iterable[torch.Tensor], evalset: Batches, *, log: bool = False) -> tuple[dict, dict]:
     """(predictions in challenge format with `acc` in percent and `stage`, timing stats)."""
@@ -97,8 +120,42 @@ def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
         acc = arch_accuracy(router.models[stage], arch, calibration, evalset)
         out[name] = {"arch": arch.encode(), "acc": round(acc, 4), "stage": stage}
         if log and (i % 25 == 0 or i == len(parsed)):
-            rate = i / (time.perf_counter() - start)
-            print(f"evaluated {i}/{len(parsed)} subnets ({rate:.2f}/s)", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - start
-    return out, {"subnets": len(out), "seconds": round(seconds, 3),
-                 "subnets_per_second": round(len(out) / seconds, 3) if seconds > 0 else None}
+            _log_progress(i, len(parsed), start)
+    return out, _timing(out, start)
+
+
+# One evaluator per worker process, built once by the pool's initializer.
+_worker: Evaluator | None = None
+
+
+def _start_worker(build: Callable[..., Evaluator], args: tuple, threads: int) -> None:
+    global _worker
+    torch.set_num_threads(threads)
+    _worker = build(*args)
+
+
+def _predict_part(archs: dict[str, str], space: str) -> dict:
+    assert _worker is not None, "worker not started"
+    return predict(_worker.router, archs, space, _worker.calibration, _worker.evalset)[0]
+
+
+def predict_in_processes(build: Callable[..., Evaluator], args: tuple, archs: Mapping[str, str], space: str,
+                         processes: int, threads: int, *, log: bool = False) -> tuple[dict, dict]:
+    """predict() with the architectures split over `processes` processes of `threads` threads.
+
+    Each process rebuilds the evaluator with `build(*args)` (a module-level function: the
+    processes are spawned, nothing is inherited) and takes small parts in turn, so a slow
+    architecture does not leave the others idle. Every architecture is evaluated exactly as
+    in one process, so at equal threads the predictions are the same numbers."""
+    names = list(archs)
+    size = max(1, math.ceil(len(names) / (4 * processes)))
+    parts = [{n: archs[n] for n in names[i:i + size]} for i in range(0, len(names), size)]
+    start, done = time.perf_counter(), {}
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(build, args, threads)) as pool:
+        for future in as_completed([pool.submit(_predict_part, part, space) for part in parts]):
+            done.update(future.result())
+            if log:
+                _log_progress(len(done), len(names), start)
+    out = {name: done[name] for name in names}   # the caller's order, whichever part finished first
+    return out, _timing(out, start, processes)
