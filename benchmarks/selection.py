@@ -46,8 +46,18 @@ from stepshot_trainer.train import select_epoch  # noqa: E402
 
 # candidate set -> (the ranking benchmark's run, its stage whose kept epochs are the candidates)
 CANDIDATES = {"one-shot start": ("grouped", "oneshot"), "whole budget": ("oneshot", "oneshot")}
-REFERENCE = 16
+REFERENCE = ranking.PRESETS["full"]["reference_archs"]   # the full preset's reference set
 DRAWS = 1000
+
+
+def predictions_file(out: Path, run: Path, stage: str, epoch: int) -> Path:
+    return out / f"{run.name}-{stage}-e{epoch}.json"
+
+
+def evaluated_epochs(out: Path, run: Path, stage: str) -> dict[int, Path]:
+    """Epoch -> predictions file of the kept checkpoints evaluated so far."""
+    kept = checkpoint.list_checkpoints(Layout(run).checkpoints(stage))
+    return {epoch: f for epoch, _ in kept if (f := predictions_file(out, run, stage, epoch)).exists()}
 
 
 def candidate_predictions(run: Path, stage: str, out: Path, processes: int) -> dict[int, Path]:
@@ -58,12 +68,10 @@ def candidate_predictions(run: Path, stage: str, out: Path, processes: int) -> d
     last = max(epoch for epoch, _ in kept)
     found = {}
     for epoch, pt in kept:
-        pred = out / f"{run.name}-{stage}-e{epoch}.json"
-        if pred.exists():
-            pass
-        elif epoch == last:
+        pred = predictions_file(out, run, stage, epoch)
+        if epoch == last and not pred.exists():
             shutil.copy2(Layout(run).predictions("step0"), pred)
-        else:
+        elif not pred.exists():
             scratch = out / "scratch" / f"{run.name}-e{epoch}"
             checkpoint.snapshot(pt, Layout(scratch).snapshot(stage))
             subprocess.run([sys.executable, "-m", "stepshot.cli", "evaluate", str(run / "spec.yaml"),
@@ -80,7 +88,8 @@ def analyse(per_seed: dict[int, dict[int, dict[str, float]]], truth_mean: dict[s
     codes = sorted(truth_mean)
     index = {c: i for i, c in enumerate(codes)}
     draws = np.array([rng.permutation(len(codes)) for _ in range(DRAWS)])
-    fixed_row = np.array([index[c] for c in fixed] + [i for i in range(len(codes)) if codes[i] not in set(fixed)])
+    chosen = set(fixed)
+    fixed_row = np.array([index[c] for c in fixed] + [index[c] for c in codes if c not in chosen])
     truth = np.array([truth_mean[c] for c in codes])
     out = {}
     for ref_name, ref_truth in (("8-seed mean", truth), ("one run (first seed)", np.array([truth_once[c] for c in codes]))):
@@ -161,10 +170,8 @@ def main() -> int:
     for name, (method, stage) in CANDIDATES.items():
         for seed in args.seeds:
             run = args.workdir / f"{method}-s{seed}"
-            if args.analyze_only:
-                files = {int(p.stem.rsplit("-e", 1)[1]): p for p in preds_dir.glob(f"{run.name}-{stage}-e*.json")}
-            else:
-                files = candidate_predictions(run, stage, preds_dir, args.processes)
+            files = evaluated_epochs(preds_dir, run, stage) if args.analyze_only else \
+                candidate_predictions(run, stage, preds_dir, args.processes)
             if len(files) > 1:
                 evaluated.setdefault(name, {})[seed] = {e: load_accuracies(p) for e, p in files.items()}
     gt = ranking.GROUND_TRUTH

@@ -47,8 +47,8 @@ def evaluation_processes(spec, gpus: int) -> int:
     if gpus:
         return 1
     res = spec.evaluation.resources
-    memory = parse_quantity(res.memory)
-    return int(max(1, min(cores_per_process(res.cpu, 1), (memory - memory // CACHE_DIVISOR) // EVAL_PROCESS_BYTES)))
+    beside_cache = parse_quantity(res.memory) - evaluation_cache_bytes(spec)
+    return int(max(1, min(cores_per_process(res.cpu, 1), beside_cache // EVAL_PROCESS_BYTES)))
 
 
 def image_bytes(spec) -> int:

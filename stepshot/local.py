@@ -77,11 +77,12 @@ def evaluation_split(threads: int | None, cores: int | None = None) -> tuple[int
     return max(1, cores // each), each
 
 
-def checked_threads(threads: int | None) -> int | None:
-    """A --threads value as given (None: not given); below 1 is the user's error."""
-    if threads is not None and threads < 1:
-        raise StepshotError(f"--threads must be at least 1, got {threads}")
-    return threads
+def checked_count(flag: str, value: int | None) -> int | None:
+    """A count option (--threads, --cores, --processes) as given (None: not given); below 1
+    is the user's error."""
+    if value is not None and value < 1:
+        raise StepshotError(f"{flag} must be at least 1, got {value}")
+    return value
 
 
 def _run(cmd: list[str], threads: int) -> int:
@@ -247,9 +248,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    checked_threads(args.threads)
-    if args.cores is not None and args.cores < 1:
-        raise StepshotError(f"--cores must be at least 1, got {args.cores}")
+    checked_count("--threads", args.threads)
+    checked_count("--cores", args.cores)
     spec = load_file(args.file)
     workdir = (args.workdir or Path("runs") / spec.name).resolve()
     try:

@@ -12,7 +12,7 @@ import torch
 from stepshot import correlate as corr, dataload
 from stepshot.archsets import challenge_format, load_codes, stratified_archs
 from stepshot.errors import StepshotError
-from stepshot.local import checked_threads, evaluation_split
+from stepshot.local import checked_count, evaluation_split
 from stepshot.plan import Plan, build_plan
 from stepshot.spec import Spec, load_file
 from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, write_failure,
@@ -154,9 +154,8 @@ def build_evaluator(spec_file: Path, workdir: Path, stages: list[str], device: s
 
 def _split(args: argparse.Namespace, archs: int, cuda: bool) -> tuple[int, int | None]:
     """(processes, threads): one process on a GPU; on CPUs --processes or evaluation_split."""
-    checked_threads(args.threads)
-    if args.processes is not None and args.processes < 1:
-        raise StepshotError(f"--processes must be at least 1, got {args.processes}")
+    checked_count("--threads", args.threads)
+    checked_count("--processes", args.processes)
     if cuda:
         return 1, args.threads
     processes, threads = evaluation_split(args.threads)
