@@ -41,9 +41,9 @@ def evaluation_workers(spec) -> int:
 
 def evaluation_processes(spec, gpus: int) -> int:
     """Evaluating processes of the evaluation pod. With a GPU one (its decode workers feed it);
-    on CPUs one per whole core, one thread each, splitting the architectures (the same numbers
-    as one process, faster than threads: stepshot.local.evaluation_split), as many as the
-    memory left beside the host cache holds."""
+    on CPUs one per whole core, splitting the architectures (the same numbers as one process,
+    faster than threads: stepshot.local.evaluation_split), as many as the memory left beside
+    the host cache holds; the manifests share the cores among them."""
     if gpus:
         return 1
     res = spec.evaluation.resources

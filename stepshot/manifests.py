@@ -441,8 +441,9 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
     processes = dataload.evaluation_processes(ctx.spec, gpus)
     command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path,
                "--processes", str(processes)]
-    # Several processes: one thread each. One: the pod's cores less its decode workers'.
-    threads = [{"name": "OMP_NUM_THREADS", "value": "1"}] if processes > 1 else \
+    # Several processes (no decode workers then) share the cores, one thread per core unless
+    # memory held the processes below the cores; one process: the cores less its decode workers'.
+    threads = _threads(res.cpu, processes) if processes > 1 else \
         _threads(res.cpu, 1, dataload.evaluation_workers(ctx.spec))
     container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus), mounts, threads)
     return _job(ctx, "evaluation", job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"),

@@ -211,9 +211,10 @@ def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
     c = ctx(evaluation={"resources": {"cpu": cpu}})   # the evaluation pod has its own size
     container = pod(manifests.eval_job(c, c.plan.stages[-1]))["containers"][0]
     processes = int(container["command"][container["command"].index("--processes") + 1])
-    # Its processes times their threads never oversubscribe its whole cores (8 CPUs with the
-    # default 8Gi: 4 processes, as the memory allows).
-    assert processes * int(env(container)["OMP_NUM_THREADS"]) == min(max(1, int(specmod.parse_quantity(cpu))), 4)
+    # Its processes times their threads are its whole cores, no more and no fewer (8 CPUs with
+    # the default 8Gi: 4 processes, as the memory allows, 2 threads each).
+    assert processes * int(env(container)["OMP_NUM_THREADS"]) == max(1, int(specmod.parse_quantity(cpu)))
+    assert processes == min(max(1, int(specmod.parse_quantity(cpu))), 4)
 
 
 # --------------------------------------------------------------------------- scheduling (issue: GPU clusters)
@@ -296,7 +297,8 @@ def _evaluation(**spec) -> tuple[int, str]:
 
 def test_evaluation_splits_architectures_over_its_cores_without_a_gpu():
     assert _evaluation() == (2, "1")                                         # 2 CPUs, 8Gi: a process per core
-    assert _evaluation(evaluation={"resources": {"cpu": "16", "memory": "4Gi"}}) == (2, "1")   # memory-bound
+    assert _evaluation(evaluation={"resources": {"cpu": "16", "memory": "4Gi"}}) == (2, "8")   # memory-bound: the cores shared
+    assert _evaluation(evaluation={"resources": {"cpu": "7", "memory": "5Gi"}}) == (2, "3")
     assert _evaluation(evaluation={"resources": {"cpu": "500m", "memory": "1Gi"}}) == (1, "1")
     assert _evaluation(evaluation={"resources": {"cpu": "3", "memory": "2Gi"}}) == (1, "3")    # one: threads
     gpu = {"resources": {"gpusPerNode": 8, "cpu": "96", "memory": "900Gi"}}
