@@ -7,11 +7,14 @@ sizes: --distinct images around 500x375 px encoded once, hard-linked --images ti
 
   decode limit   one core decoding + augmenting (RandomResizedCrop + flip to 224 px) in-process,
                  measured right before each pipeline measurement (the median is reported)
+  decoders       as many independent in-process decoders as workers, all at once, no loader:
+                 the machine's own ceiling for that many cores (hyper-threads, all-core clocks)
   pipeline       TrainLoader batches (workers, prefetch, pinned on CUDA, normalised on the device)
-                 at each --workers count, next to workers x the decode limit
+                 at each --workers count, next to workers x the decode limit and the decoders
   step           (phase `step`) the trainer's sandwich step on the super-net (resnet48, 224 px)
                  fed by the pipeline at the largest worker count vs the same step on one batch
-                 already on the device
+                 already on the device, both after a first pass over the same steps in memory
+                 (its rate is reported too: what meeting each step's shapes first costs)
   evaluation     (phase `eval`) predict() over --eval-archs subnets with streamed calibration and
                  test batches: the first pass decodes, the others read the host cache
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import statistics
@@ -92,14 +96,32 @@ def image_folder(cache: Path, images: int, eval_images: int, distinct: int, clas
 
 # --------------------------------------------------------------------------- measurements
 
-def decode_limit(folder: data.ImageFolder, batch: int, seconds: float) -> float:
+def decode_limit(folder: data.ImageFolder, batch: int, seconds: float, seed: int = 0) -> float:
     """Images/s of one core decoding and augmenting, in-process (no workers)."""
-    loader = data.StepBatches(folder, batch, seed=0)
+    loader = data.StepBatches(folder, batch, seed=seed)
     done, start, step = 0, time.perf_counter(), 0
     while time.perf_counter() - start < seconds or step < 2:
         done += len(loader[(0, step % len(loader))][1])
         step += 1
     return done / (time.perf_counter() - start)
+
+
+def _decoder(task: tuple[data.ImageFolder, int, float, float, int]) -> float:
+    """One of parallel_limit's processes: decode_limit from a common start time, its own batches."""
+    folder, batch, seconds, start_at, seed = task
+    torch.set_num_threads(1)
+    time.sleep(max(0.0, start_at - time.time()))
+    return decode_limit(folder, batch, seconds, seed)
+
+
+def parallel_limit(folder: data.ImageFolder, batch: int, processes: int, seconds: float) -> float:
+    """Images/s of `processes` independent decoders running at once, without a loader: what the
+    machine itself gives that many cores (hyper-threads, all-core clocks, memory bandwidth),
+    the ceiling of any pipeline with that many workers."""
+    start_at = time.time() + 1.0 + 0.05 * processes      # every process has forked and imported
+    tasks = [(folder, batch, seconds, start_at, seed) for seed in range(processes)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return sum(pool.map(_decoder, tasks))
 
 
 def pipeline_rate(folder: data.ImageFolder, batch: int, workers: int, device: torch.device, seconds: float) -> float:
@@ -156,12 +178,14 @@ def train_step_rates(root: Path, batch: int, workers: int, device: torch.device,
     # Every step samples new subnets, so the first pass over a step pays for its new shapes
     # (cuDNN execution plans, allocator growth); on the H200 a pipeline-first order measured
     # 0.57-0.61 of the in-memory rate at 6, 10 and 14 workers while the pipeline alone
-    # delivered 2-4x the step's need. So both feeds are timed after one untimed pass.
-    timed(lambda: (x, y))
+    # delivered 2-4x the step's need. So both feeds are compared after a first pass over the
+    # same steps, in memory; that pass's own rate is kept: it is what first sight costs.
+    first = timed(lambda: (x, y))
     piped = timed(lambda: next(batches))
     memory = timed(lambda: (x, y))
     trainer.metrics.close()
     return {"workers": workers, "batch_size": batch, "warm_steps": warm, "timed_steps": steps,
+            "first_sight_in_memory_images_per_s": round(first, 1),
             "pipeline_images_per_s": round(piped, 1), "in_memory_images_per_s": round(memory, 1),
             "ratio": round(piped / memory, 3), "model": trainer.model}
 
@@ -229,12 +253,16 @@ def main() -> None:
         result["pipeline"] = []
         for w in args.workers:
             limits.append(decode_limit(folder, args.batch_size, args.seconds))
+            together = parallel_limit(folder, args.batch_size, w, args.seconds)
             rate = pipeline_rate(folder, args.batch_size, w, device, args.seconds)
             result["pipeline"].append({"workers": w, "images_per_s": round(rate, 1),
                                        "decode_limit_just_before": round(limits[-1], 1),
-                                       "vs_limit_x_workers": round(rate / (limits[-1] * w), 3)})
+                                       "vs_limit_x_workers": round(rate / (limits[-1] * w), 3),
+                                       "decoders_at_once_images_per_s": round(together, 1),
+                                       "vs_decoders_at_once": round(rate / together, 3)})
             print(f"pipeline: {w} workers {rate:.1f} images/s, limit {limits[-1]:.1f}/core "
-                  f"({rate / (limits[-1] * w):.2f} x limit x workers)", flush=True)
+                  f"({rate / (limits[-1] * w):.2f} x limit x workers); {w} decoders at once "
+                  f"{together:.1f} ({rate / together:.2f} of that)", flush=True)
     else:
         limits.append(decode_limit(folder, args.batch_size, args.seconds))
     result["decode_limit_images_per_s_per_core"] = round(statistics.median(limits), 1)

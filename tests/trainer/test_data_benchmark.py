@@ -41,8 +41,10 @@ def test_every_phase_runs_on_the_cpu_at_tiny_sizes(bench, tmp_path, monkeypatch)
     result = json.loads(out.read_text())
     assert result["decode_limit_images_per_s_per_core"] > 0 and result["images"]["count"] == 24
     assert [p["workers"] for p in result["pipeline"]] == [1, 2] and all(p["images_per_s"] > 0 for p in result["pipeline"])
+    assert all(p["decoders_at_once_images_per_s"] > 0 for p in result["pipeline"])
     step = result["train_step"]
     assert step["workers"] == 2 and step["pipeline_images_per_s"] > 0 and step["in_memory_images_per_s"] > 0
+    assert step["first_sight_in_memory_images_per_s"] > 0
     evaluation = result["evaluation"]
     assert evaluation["subnets"] == 1 and evaluation["eval_images"] == 4
     assert evaluation["cached_host_bytes"] == (4 + 2) * 3 * 224 * 224     # decoded once, kept on the host
