@@ -77,6 +77,9 @@ def init_distributed() -> Dist:
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+        # Sandwich steps keep meeting new convolution shapes for their first ~700 steps (resnet48:
+        # 1,456 distinct, benchmarks/shapes.py); benchmark mode would time every algorithm for each.
+        torch.backends.cudnn.benchmark = False
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     if rank == 0:
