@@ -264,6 +264,23 @@ clean_iptables() {  # what kube-proxy --cleanup leaves: the kubelet's KUBE-* cha
   done
 }
 
+TASKS_SUBDIR=containerd/state/io.containerd.runtime.v2.task/k8s.io   # one folder per running container
+
+kill_containers() {  # a shim killed below leaves its container running: kill every process by cgroup
+  local id cg procs
+  for id in $(ls "$DIR/$TASKS_SUBDIR" 2>/dev/null); do
+    for procs in /sys/fs/cgroup/*/k8s.io/"$id"/cgroup.procs /sys/fs/cgroup/k8s.io/"$id"/cgroup.procs; do
+      [ -f "$procs" ] && { xargs -r kill -9 < "$procs" 2>/dev/null || true; }
+    done
+  done
+  for id in $(ls "$DIR/$TASKS_SUBDIR" 2>/dev/null); do   # then the emptied cgroups themselves
+    for cg in /sys/fs/cgroup/*/k8s.io/"$id" /sys/fs/cgroup/k8s.io/"$id"; do
+      [ -d "$cg" ] || continue
+      for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.25; done
+    done
+  done
+}
+
 down() {
   [ -d "$DIR" ] || { clean_iptables; return 0; }
   # Pods first, while the kubelet still runs, so their sandboxes are torn down properly.
@@ -275,6 +292,7 @@ down() {
   local bin; bin=$(ls -d "${STEPSHOT_CACHE:-$HOME/.cache/stepshot}"/kube-* 2>/dev/null | head -1)
   [ -n "$bin" ] && [ -x "$bin/kube-proxy" ] && "$bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
   clean_iptables
+  kill_containers
   stop_pid containerd
   # containerd's shims outlive it by design; they belong to this cluster's containerd root.
   pkill -9 -f "containerd-shim-runc-v2 -namespace k8s.io .*-address $DIR/run/containerd.sock" 2>/dev/null || true

@@ -5,6 +5,7 @@ be started, they FAIL, unless STEPSHOT_SKIP_NODE=1 turns that into an explicit s
 """
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def node(request) -> Node:
+def node() -> Iterator[Node]:
     try:
         node = Node.up()
     except Exception as exc:  # noqa: BLE001 - reported as a failure (or an explicit skip)
@@ -29,9 +30,11 @@ def node(request) -> Node:
             pytest.skip(f"local node unavailable: {exc} (STEPSHOT_SKIP_NODE=1)")
         pytest.fail(f"local node unavailable: {exc}\nSet STEPSHOT_SKIP_NODE=1 to skip these tests explicitly.",
                     pytrace=False)
-    request.session.config.add_cleanup(node.down)
-    node.load_images()
-    return node
+    try:
+        node.load_images()
+        yield node
+    finally:   # a failure here fails the session: `down` must leave no pod process behind
+        node.down()
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,18 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     return apiserver.wait_for(predicate, timeout, what, interval)
 
 
+def _pod_processes() -> set[int]:
+    """Processes in containerd's k8s.io cgroups: the node's containers (nothing else runs pods here)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and "/k8s.io/" in (proc / "cgroup").read_text():
+                pids.add(int(proc.name))
+        except OSError:   # the process ended meanwhile
+            pass
+    return pids
+
+
 @dataclass
 class Node:
     kubeconfig: Path
@@ -63,8 +75,12 @@ class Node:
         return node
 
     def down(self) -> None:
-        if self.started_here:
-            _run(["bash", str(CLUSTER), "down"])
+        """Stop the node if this session started it; no pod process may outlive it."""
+        if not self.started_here:
+            return
+        pods = _pod_processes()
+        _run(["bash", str(CLUSTER), "down"])
+        wait_for(lambda: not pods & _pod_processes(), 10, "the node's pod processes to end after `down`", 0.2)
 
     def load_images(self) -> None:
         start = time.monotonic()
