@@ -24,6 +24,7 @@ from stepshot.space import get_space
 from stepshot_trainer.sampler import SandwichSampler
 from stepshot_trainer.supernet import SuperNet
 
+
 class ConvShapes(TorchFunctionMode):
     """Records every F.conv2d call's shapes; `new` counts first sightings since the last reset."""
 
@@ -34,8 +35,8 @@ class ConvShapes(TorchFunctionMode):
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if func is F.conv2d:
-            kwargs = kwargs or {}
             x, w = args[:2]
             stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
             padding = args[4] if len(args) > 4 else kwargs.get("padding", 0)
@@ -44,7 +45,7 @@ class ConvShapes(TorchFunctionMode):
             if key not in self.seen:
                 self.seen.add(key)
                 self.new += 1
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -72,13 +73,12 @@ def new_per_step(space: str, batch: int, steps: int, seed: int, random_subnets: 
 
 def summary(counts: list[int], windows: list[int]) -> dict:
     """Cumulative distinct shapes at each window end, and new shapes per 100 steps just before it."""
-    rows, total = [], 0
+    rows = []
     for end in windows:
         if end > len(counts):
             break
-        total = sum(counts[:end])
         recent = counts[max(0, end - 100):end]
-        rows.append({"steps": end, "distinct_convolutions": total,
+        rows.append({"steps": end, "distinct_convolutions": sum(counts[:end]),
                      "new_per_100_steps_before": round(100 * sum(recent) / len(recent), 1),
                      "steps_with_new_shapes_before": sum(1 for c in recent if c)})
     return {"total_distinct": sum(counts), "by_step": rows}

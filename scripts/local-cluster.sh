@@ -266,17 +266,13 @@ clean_iptables() {  # what kube-proxy --cleanup leaves: the kubelet's KUBE-* cha
 
 TASKS_SUBDIR=containerd/state/io.containerd.runtime.v2.task/k8s.io   # one folder per running container
 
-kill_containers() {  # a shim killed below leaves its container running: kill every process by cgroup
-  local id cg procs
+kill_containers() {  # a shim killed below leaves its container running: kill it by cgroup, remove those
+  local id cg
   for id in $(ls "$DIR/$TASKS_SUBDIR" 2>/dev/null); do
-    for procs in /sys/fs/cgroup/*/k8s.io/"$id"/cgroup.procs /sys/fs/cgroup/k8s.io/"$id"/cgroup.procs; do
-      [ -f "$procs" ] && { xargs -r kill -9 < "$procs" 2>/dev/null || true; }
-    done
-  done
-  for id in $(ls "$DIR/$TASKS_SUBDIR" 2>/dev/null); do   # then the emptied cgroups themselves
-    for cg in /sys/fs/cgroup/*/k8s.io/"$id" /sys/fs/cgroup/k8s.io/"$id"; do
+    for cg in /sys/fs/cgroup/*/k8s.io/"$id" /sys/fs/cgroup/k8s.io/"$id"; do   # cgroup v1, v2
       [ -d "$cg" ] || continue
-      for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.25; done
+      xargs -r kill -9 < "$cg/cgroup.procs" 2>/dev/null || true
+      for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.25; done   # empty once they exit
     done
   done
 }
