@@ -10,7 +10,9 @@ sizes: --distinct images around 500x375 px encoded once, hard-linked --images ti
   decoders       as many independent in-process decoders as workers, all at once, no loader:
                  the machine's own ceiling for that many cores (hyper-threads, all-core clocks)
   pipeline       TrainLoader batches (workers, prefetch, pinned on CUDA, normalised on the device)
-                 at each --workers count, next to workers x the decode limit and the decoders
+                 at each --workers count, next to workers x the decode limit and the decoders;
+                 these three run back to back, --rounds times per worker count, and each figure
+                 and ratio is the median over the rounds (a shared machine drifts between windows)
   step           (phase `step`) the trainer's sandwich step on the super-net (resnet48, 224 px)
                  fed by the pipeline at the largest worker count vs the same step on one batch
                  already on the device, both after a first pass over the same steps in memory
@@ -18,8 +20,8 @@ sizes: --distinct images around 500x375 px encoded once, hard-linked --images ti
   evaluation     (phase `eval`) predict() over --eval-archs subnets with streamed calibration and
                  test batches: the first pass decodes, the others read the host cache
 
-    python benchmarks/data.py --phases pipeline --workers 1 2 --out benchmarks/results/data.json
-    python benchmarks/data.py --device cuda --workers 1 2 4 8 14 --out data-gpu.json
+    python benchmarks/data.py --phases pipeline --workers 1 2 --seconds 20 --out benchmarks/results/data.json
+    python benchmarks/data.py --device cuda --workers 1 2 4 8 14 16 --seconds 6 --rounds 2 --out data-gpu.json
 """
 from __future__ import annotations
 
@@ -140,6 +142,23 @@ def pipeline_rate(folder: data.ImageFolder, batch: int, workers: int, device: to
     raise RuntimeError("unreachable")
 
 
+def pipeline_round(folder: data.ImageFolder, batch: int, workers: int, device: torch.device,
+                   seconds: float) -> dict[str, float]:
+    """One decode limit, `workers` decoders at once and the pipeline, back to back, with the
+    pipeline's ratios to both (taken within about a minute, so under much the same load)."""
+    limit = decode_limit(folder, batch, seconds)
+    together = parallel_limit(folder, batch, workers, seconds)
+    rate = pipeline_rate(folder, batch, workers, device, seconds)
+    return {"images_per_s": round(rate, 1), "decode_limit_just_before": round(limit, 1),
+            "vs_limit_x_workers": round(rate / (limit * workers), 3),
+            "decoders_at_once_images_per_s": round(together, 1), "vs_decoders_at_once": round(rate / together, 3)}
+
+
+def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (ratios are medians of each round's own ratio)."""
+    return {k: round(statistics.median(r[k] for r in rounds), 3 if k.startswith("vs_") else 1) for k in rounds[0]}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -224,6 +243,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=8.0, help="per decode-limit and pipeline measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline measurements per worker count (medians reported)")
     parser.add_argument("--warm-steps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per feed")
     parser.add_argument("--eval-archs", type=int, default=8)
@@ -246,23 +266,21 @@ def main() -> None:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "images": info, "image_size": folder.size, "batch_size": args.batch_size,
     }
-    # The limit is measured again right before each worker count: on a shared machine the load
-    # drifts, and each ratio compares figures taken under the same load.
+    # Each round measures the limit, the decoders at once and the pipeline back to back, and
+    # the ratios are taken within a round: on a shared machine the load drifts by +-15% between
+    # windows a minute apart. The medians over rounds are reported, each round kept beside them.
     limits = []
     if "pipeline" in args.phases:
         result["pipeline"] = []
         for w in args.workers:
-            limits.append(decode_limit(folder, args.batch_size, args.seconds))
-            together = parallel_limit(folder, args.batch_size, w, args.seconds)
-            rate = pipeline_rate(folder, args.batch_size, w, device, args.seconds)
-            result["pipeline"].append({"workers": w, "images_per_s": round(rate, 1),
-                                       "decode_limit_just_before": round(limits[-1], 1),
-                                       "vs_limit_x_workers": round(rate / (limits[-1] * w), 3),
-                                       "decoders_at_once_images_per_s": round(together, 1),
-                                       "vs_decoders_at_once": round(rate / together, 3)})
-            print(f"pipeline: {w} workers {rate:.1f} images/s, limit {limits[-1]:.1f}/core "
-                  f"({rate / (limits[-1] * w):.2f} x limit x workers); {w} decoders at once "
-                  f"{together:.1f} ({rate / together:.2f} of that)", flush=True)
+            rounds = [pipeline_round(folder, args.batch_size, w, device, args.seconds) for _ in range(args.rounds)]
+            limits += [r["decode_limit_just_before"] for r in rounds]
+            entry = {"workers": w, **_medians(rounds)}
+            result["pipeline"].append({**entry, "rounds": rounds})
+            print(f"pipeline: {w} workers {entry['images_per_s']:.1f} images/s, limit "
+                  f"{entry['decode_limit_just_before']:.1f}/core ({entry['vs_limit_x_workers']:.2f} x limit x "
+                  f"workers); {w} decoders at once {entry['decoders_at_once_images_per_s']:.1f} "
+                  f"({entry['vs_decoders_at_once']:.2f} of that); medians of {args.rounds} rounds", flush=True)
     else:
         limits.append(decode_limit(folder, args.batch_size, args.seconds))
     result["decode_limit_images_per_s_per_core"] = round(statistics.median(limits), 1)

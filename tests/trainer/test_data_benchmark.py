@@ -35,13 +35,17 @@ def test_every_phase_runs_on_the_cpu_at_tiny_sizes(bench, tmp_path, monkeypatch)
     out = tmp_path / "data.json"
     monkeypatch.setattr(sys, "argv", [
         "data.py", "--device", "cpu", "--workers", "1", "2", "--images", "24", "--eval-images", "4",
-        "--distinct", "3", "--classes", "3", "--batch-size", "2", "--seconds", "0.2", "--warm-steps", "1",
+        "--distinct", "3", "--classes", "3", "--batch-size", "2", "--seconds", "0.2", "--rounds", "3", "--warm-steps", "1",
         "--steps", "1", "--eval-archs", "1", "--calibration-batches", "1", "--cache", str(tmp_path), "--out", str(out)])
     bench.main()
     result = json.loads(out.read_text())
     assert result["decode_limit_images_per_s_per_core"] > 0 and result["images"]["count"] == 24
     assert [p["workers"] for p in result["pipeline"]] == [1, 2] and all(p["images_per_s"] > 0 for p in result["pipeline"])
     assert all(p["decoders_at_once_images_per_s"] > 0 for p in result["pipeline"])
+    for p in result["pipeline"]:            # each figure is the median of its rounds
+        assert len(p["rounds"]) == 3
+        for key in ("images_per_s", "decode_limit_just_before", "vs_limit_x_workers", "vs_decoders_at_once"):
+            assert p[key] == sorted(r[key] for r in p["rounds"])[1]
     step = result["train_step"]
     assert step["workers"] == 2 and step["pipeline_images_per_s"] > 0 and step["in_memory_images_per_s"] > 0
     assert step["first_sight_in_memory_images_per_s"] > 0
