@@ -61,6 +61,21 @@ def test_fixed_calibration_and_eval_sets(train):
     assert [len(y) for _, y in evalset] == [20, 20, 10]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_equals_the_textbook_formula_bit_for_bit(channels_last):
+    """normalize works in place for speed; it must give exactly (x / 255 - mean) / std, which
+    Fashion-MNIST results were measured with, and leave the uint8 input as it was."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 9, 7), dtype=torch.uint8, generator=g)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    before = images.clone()
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = (images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    out = data.normalize(images, mean, std)
+    assert torch.equal(out, expected) and out.is_contiguous() and torch.equal(images, before)
+
+
 def test_streamed_in_memory_batches_equal_the_whole_set_normalised_at_once(train):
     # What evaluation computed before it streamed: normalise every image, then split.
     idx = data._fixed_indices(train, 50, 0, "eval")
