@@ -30,7 +30,8 @@ class Split:
     """How a training stage's model and subnet sampling derive from its parent (spec §3.4).
 
     none: the one-shot super-net (and the evaluation); grouped: the parent's weights split into
-    G groups per stage; partitioned: a copy of the parent trained only inside one partition."""
+    G groups per stage; partitioned: a copy of the parent trained only inside one partition;
+    continued: the parent's unsplit weights trained on (grouped's equal-budget control)."""
 
     mode: str = "none"
     groups: int | None = None   # grouped: G
@@ -97,11 +98,21 @@ def partition_stage(partition_id: str) -> str:
 
 def _grouped_steps(spec: Spec, root: Partition, tree, common: dict) -> list[list[tuple[Stage, Partition]]]:
     """One stage per G, each split from the previous one (lr per G from lrByGroups)."""
+    return _chain(spec, root, common, "grouped", "g")
+
+
+def _continued_steps(spec: Spec, root: Partition, tree, common: dict) -> list[list[tuple[Stage, Partition]]]:
+    """grouped's steps, epochs and lrs without the split: "c2", "c3", ... each continuing the last."""
+    return _chain(spec, root, common, "continued", "c")
+
+
+def _chain(spec: Spec, root: Partition, common: dict, mode: str, prefix: str) -> list[list[tuple[Stage, Partition]]]:
     few = spec.few_shot
     overrides = few.lr_by_groups.to_dict()
     steps, parent = [], ONESHOT
     for i, groups in enumerate(few.groups, start=1):
-        stage = Stage(f"g{groups}", "train", i, parent=parent, split=Split("grouped", groups=groups),
+        split = Split(mode, groups=groups if mode == "grouped" else None)
+        stage = Stage(f"{prefix}{groups}", "train", i, parent=parent, split=split,
                       epochs=few.epochs, lr=float(overrides.get(str(groups), few.lr)), **common)
         steps.append([(stage, root)])
         parent = stage.name
@@ -126,7 +137,7 @@ def _partitioned_steps(spec: Spec, root: Partition, tree, common: dict) -> list[
 
 # The split modes of spec.fewShot.mode: each turns the spec into the few-shot steps.
 SPLIT_MODES = {"none": lambda spec, root, tree, common: [], "grouped": _grouped_steps,
-               "partitioned": _partitioned_steps}
+               "partitioned": _partitioned_steps, "continued": _continued_steps}
 
 
 def build_plan(spec: Spec) -> Plan:

@@ -172,6 +172,11 @@ SPEC_SCHEMA: dict = _obj(
             properties={
                 "batchSize": _int(128, 1, 65536, "Images per process per step."),
                 "seed": _int(0, 0),
+                "seedScope": _str("stage", enum=["stage", "step"],
+                                  description="What the data order, subnet draws and dropout derive from besides "
+                                              "`seed`: the stage name, or the step number, so that two runs whose "
+                                              "stages differ only in their split (grouped vs continued) draw the "
+                                              "same batches and subnets (a branch-paired comparison)."),
                 "randomSubnets": _int(2, 0, 16, "Random subnets per sandwich step (plus max and min)."),
                 "labelSmoothing": _num(0.1, 0.0, 1.0),
                 "dropout": _num(0.2, 0.0, 1.0, "Dropout before the FC, max net only."),
@@ -201,7 +206,10 @@ SPEC_SCHEMA: dict = _obj(
         "fewShot": _obj(
             description="Step-by-step few-shot stages.",
             properties={
-                "mode": _str("grouped", enum=["none", "grouped", "partitioned"]),
+                "mode": _str("grouped", enum=["none", "grouped", "partitioned", "continued"],
+                             description="grouped / partitioned: the paper's splits; continued: the unsplit "
+                                         "super-net trained on for one step per entry of `groups` at that "
+                                         "step's lr, the equal-budget control of grouped; none: one-shot only."),
                 "epochs": _int(20, 1, description="Epochs per few-shot stage."),
                 "lr": _num(0.001, 0.0, exclusive_minimum=True, description="Base lr of few-shot stages."),
                 "lrByGroups": {"type": "object", "additionalProperties": _num(None, 0.0),
@@ -605,7 +613,7 @@ MAX_STAGES = 256
 def stage_count(spec: dict) -> int:
     """Stages the plan will have (one-shot, few-shot, evaluation), from the spec alone."""
     few = spec.get("fewShot", {})
-    if few.get("mode") == "grouped":
+    if few.get("mode") in ("grouped", "continued"):
         return 2 + len(few.get("groups", []))
     if few.get("mode") != "partitioned":
         return 2

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from stepshot import dataload
 from stepshot.correlate import correlate, load_accuracies
-from stepshot.errors import Preempted
+from stepshot.errors import Preempted, StepshotError
 from stepshot.partition import Partition
 from stepshot.space import parse_arch
 from stepshot.archsets import load_codes
@@ -136,17 +136,27 @@ def set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------- model per stage
 
 def build_stage_model(spec, stage, workdir: Path) -> DynamicResNet:
-    """oneshot: fresh SuperNet; grouped: split of the parent snapshot; partitioned: the parent's SuperNet."""
+    """oneshot: fresh SuperNet; grouped: split of the parent snapshot; partitioned and continued:
+    the parent's weights as they are (partitioned samples them inside its partition)."""
     tr = spec.training
     if stage.parent is None:
         torch.manual_seed(data.derive_seed("init", tr.seed))
         return SuperNet(spec.search_space, dropout=tr.dropout, zero_init_last_bn=tr.zero_init_last_bn)
     parent, _ = load_stage_model(workdir, stage.parent, spec.search_space, dropout=tr.dropout)
-    if stage.split.mode != "grouped":   # partitioned: the parent's weights, sampled inside the partition
+    mode = stage.split.mode
+    if mode in ("partitioned", "continued"):
         return parent
-    if isinstance(parent, GroupedSuperNet):
-        return GroupedSuperNet.from_grouped(parent, stage.split.groups)
-    return GroupedSuperNet.from_supernet(parent, stage.split.groups)
+    if mode == "grouped":
+        if isinstance(parent, GroupedSuperNet):
+            return GroupedSuperNet.from_grouped(parent, stage.split.groups)
+        return GroupedSuperNet.from_supernet(parent, stage.split.groups)
+    raise StepshotError(f"stage {stage.name}: split mode {mode!r} has no model rule in the trainer")
+
+
+def stream_key(spec, stage) -> str:
+    """What a stage's data order, subnet draws and dropout derive from besides the seed: its name,
+    or (training.seedScope: step) its step, shared by the branches of a paired comparison."""
+    return f"step{stage.step}" if spec.training.seed_scope == "step" else stage.name
 
 
 # --------------------------------------------------------------------------- checkpoint selection
@@ -199,17 +209,18 @@ class StageTrainer:
         self.layout = Layout(Path(workdir))
         self.ckpt_dir = self.layout.checkpoints(stage.name)
         seed = self.tr.seed
+        self.stream = stream_key(spec, stage)
         self.model = build_stage_model(spec, stage, Path(workdir)).to(self.d.device).train()
         if self.d.world_size > 1:
             broadcast_model(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.loader = data.TrainLoader(data.open_source(spec, "train"), self.tr.batch_size,
-                                       seed=data.derive_seed("data", seed, stage.name),
+                                       seed=data.derive_seed("data", seed, self.stream),
                                        rank=self.d.rank, world_size=self.d.world_size,
                                        workers=dataload.training_workers(spec), device=self.d.device)
         self.sampler = SandwichSampler(spec.search_space, partition=partition if stage.split.mode == "partitioned" else None,
                                        random_subnets=self.tr.random_subnets, ratio_codes=self.tr.ratio_codes,
-                                       seed=data.derive_seed("sandwich", seed, stage.name))
+                                       seed=data.derive_seed("sandwich", seed, self.stream))
         lr_scaling = bool(spec.few_shot.lr_scaling)
         self.optimizer = torch.optim.SGD(
             self.model.param_groups(stage.lr, self.tr.weight_decay, lr_scaling=lr_scaling),
@@ -225,7 +236,7 @@ class StageTrainer:
 
     # ---- one optimizer step
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        torch.manual_seed(data.derive_seed("dropout", self.tr.seed, self.stage.name, self.step, self.d.rank))
+        torch.manual_seed(data.derive_seed("dropout", self.tr.seed, self.stream, self.step, self.d.rank))
         self.optimizer.zero_grad(set_to_none=True)
         losses: dict[str, list[float]] = {}
         teacher = None
