@@ -41,8 +41,9 @@ COPY operator/ operator/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------
-# operator: the kopf operator. The `operator` extra only: no torch, small image. The chart
-# runs it with a read-only root filesystem and an emptyDir on /tmp.
+# operator: the kopf operator. The `operator` extra only: no torch, numpy, scipy or tqdm (the
+# operator imports none of them), small image. The chart runs it with a read-only root
+# filesystem and an emptyDir on /tmp.
 FROM base AS operator
 COPY --from=requirements /requirements/operator.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
@@ -51,7 +52,9 @@ RUN pip install --no-deps "$(ls /wheels/stepshot-*.whl)" \
  && rm -rf /wheels \
  && pip check \
  && stepshot-operator --help >/dev/null \
- && ! python -c "import torch" 2>/dev/null
+ && ! python -c "import torch" 2>/dev/null \
+ && ! python -c "import numpy" 2>/dev/null \
+ && ! python -c "import tqdm" 2>/dev/null
 USER 1000:1000
 WORKDIR /home/stepshot
 EXPOSE 8080 8081

@@ -139,6 +139,8 @@ def main() -> int:
     analyze = sub.add_parser("analyze", help="write results/ranking-v3.{json,md,png}")
     analyze.add_argument("--workdir", type=Path, default=DEFAULT_ROOT)
     analyze.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ranking-v3")
+    analyze.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                         help="also copy the analysed inputs there (benchmarks/results/ranking-v3-runs)")
     args = parser.parse_args()
     if args.command == "run":
         PRESET.update(PRESETS[args.preset])
@@ -148,7 +150,19 @@ def main() -> int:
         return 0
     from ranking_v3_report import write_report   # numpy/scipy/matplotlib only when analysing
     write_report(args.workdir, args.out)
+    if args.keep:
+        keep_inputs(args.workdir, args.keep)
     return 0
+
+
+def keep_inputs(root: Path, dest: Path) -> None:
+    """Copy what the analysis reads (archs files, predictions, start curves) to `dest`, a tree
+    `analyze --workdir` reads the same way: the committed record of every finished seed."""
+    for rel in ["reference-archs.json", "ranked-archs.json", *[str(p.relative_to(root)) for p in sorted(
+            [*root.glob("s[0-9]*/start-*.json"), *root.glob("s[0-9]*/*/eval/step2-predictions.json"),
+             *root.glob("s[0-9]*/wall-seconds.json")])]]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest / rel)
 
 
 if __name__ == "__main__":

@@ -159,12 +159,15 @@ def start_curve(root: Path) -> dict[str, dict[str, float]]:
     from stepshot_trainer import checkpoint   # torch: only here
 
     out = {}
-    for ckpt_dir in sorted(root.glob("s[0-9]*/paper/oneshot/checkpoints")):
-        listed = checkpoint.list_checkpoints(ckpt_dir)
+    for seed_dir in sorted(root.glob("s[0-9]*"), key=lambda p: int(p.name[1:])):
+        saved = seed_dir / "start-curve.json"     # the committed copy (benchmarks/results/ranking-v3-runs)
+        listed = checkpoint.list_checkpoints(seed_dir / "paper" / "oneshot" / "checkpoints")
         if listed:
             state, _ = checkpoint.load(listed[-1][1])
-            out[ckpt_dir.parts[-4][1:]] = {str(e): round(t, 4) for e, t in sorted(state["selection"].items())
-                                           if t is not None}
+            curve = {str(e): round(t, 4) for e, t in sorted(state["selection"].items()) if t is not None}
+            saved.write_text(json.dumps(curve) + "\n")
+        if saved.exists():
+            out[seed_dir.name[1:]] = json.loads(saved.read_text())
     return out
 
 
@@ -248,7 +251,7 @@ def plot(rep: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = rep["methods"]
-    fig, ax = plt.subplots(figsize=(8, 0.5 * max(4, len(methods)) + 1.5))
+    fig, ax = plt.subplots(figsize=(12, 0.5 * max(4, len(methods)) + 1.5))
     names = list(methods)
     for i, name in enumerate(names):
         m = methods[name]
@@ -259,8 +262,8 @@ def plot(rep: dict, out: Path) -> None:
     for j, (name, b) in enumerate(sorted(rep["baselines"].items(), key=lambda kv: -kv[1]["kendall_tau"])[:4]):
         ax.axvline(b["kendall_tau"], linestyle="--", color=f"C{j + 3}", label=f"{name} {b['kendall_tau']:.3f}")
     ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel(f"Kendall tau on {rep['ranked']} ranked architectures (95% interval over archs and seeds)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_xlabel(f"Kendall tau, {rep['ranked']} ranked architectures (95%: architectures and seeds)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

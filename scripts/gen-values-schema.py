@@ -26,6 +26,27 @@ ITEMS = {"imagePullSecrets": {"type": "object", "required": ["name"], "propertie
          "networkPolicy.metricsFrom": {"type": "object"}}
 ENUMS = {"rbac.mode": ["namespaced", "cluster"], "image.pullPolicy": ["Always", "IfNotPresent", "Never"]}
 TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+# Values that need others: (when this dotted boolean is true, these must be true too, why).
+REQUIRES = [("monitoring.prometheusRule.enabled", ["monitoring.podMonitor.enabled", "monitoring.serviceMonitor.enabled"],
+             "the alerts read the operator's and the stage pods' series; without them StepshotRunStalled "
+             "sees no progress and fires on every long stage")]
+
+
+def _at(path: str, leaf: dict) -> dict:
+    """A schema that applies `leaf` to the dotted `path`."""
+    for key in reversed(path.split(".")):
+        leaf = {"properties": {key: leaf}, "required": [key]}
+    return leaf
+
+
+def rules() -> list[dict]:
+    """JSON-schema if/then rules for REQUIRES (helm lint and install check them)."""
+    out = []
+    for when, needs, why in REQUIRES:
+        then = {"allOf": [_at(need, {"const": True}) for need in needs]}
+        out.append({"$comment": f"{when} needs {', '.join(needs)}: {why}",
+                    "if": _at(when, {"const": True}), "then": then})
+    return out
 
 
 def schema(value, path: str) -> dict:
@@ -46,7 +67,7 @@ def schema(value, path: str) -> dict:
 def render() -> str:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     doc = {"$schema": "https://json-schema.org/draft-07/schema#", "title": "stepshot chart values",
-           **schema(values, "")}
+           **schema(values, ""), "allOf": rules()}
     return json.dumps(doc, indent=2) + "\n"
 
 

@@ -14,7 +14,7 @@ import random
 
 from stepshot.archsets import MODES, challenge_format, stratified_archs
 from stepshot.errors import StepshotError
-from stepshot.space import SPACES, ArchError, complexity, get_space, parse_arch, sample_arch
+from stepshot.space import SPACES, ArchError, SearchSpace, complexity, get_space, parse_arch, sample_arch
 
 MAX_TRIES_PER_CODE = 100  # guards `sample` against asking for more codes than can be drawn
 
@@ -39,21 +39,22 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    space = get_space(args.space)   # the name resolved once, here where it enters
     if args.stratified:
-        codes = [a.encode() for a in stratified_archs(args.space, args.n, args.seed, mode=args.stratified)]
+        codes = [a.encode() for a in stratified_archs(space, args.n, args.seed, mode=args.stratified)]
     else:
-        codes = _random_codes(args)
-    print(json.dumps(challenge_format([parse_arch(c, args.space) for c in codes]) if args.challenge else codes))
+        codes = _random_codes(args, space)
+    print(json.dumps(challenge_format([parse_arch(c, space) for c in codes]) if args.challenge else codes))
     return 0
 
 
-def _random_codes(args: argparse.Namespace) -> list[str]:
+def _random_codes(args: argparse.Namespace, space: SearchSpace) -> list[str]:
     rng = random.Random(args.seed)
     codes: dict[str, None] = {}  # insertion-ordered set
     for _ in range(MAX_TRIES_PER_CODE * max(args.n, 1)):
         if len(codes) >= args.n:
             break
-        codes[sample_arch(args.space, rng).encode()] = None
+        codes[sample_arch(space, rng).encode()] = None
     if len(codes) < args.n:
         raise StepshotError(f"drew only {len(codes)} distinct codes")
     return list(codes)

@@ -61,9 +61,9 @@ def _distinct(n: int, draw) -> list[Arch]:
 
 
 def _marginal(sp: SearchSpace, n: int, rng: random.Random, codes: list[int]):
-    depth_cols = [_balanced(sp.depth_choices[s], n, rng) for s in range(4)]
+    depth_cols = [_balanced(sp.depth_choices[s], n, rng) for s in range(sp.num_stages)]
     width_cols = []
-    for s in range(4):
+    for s in range(sp.num_stages):
         # One representative code per distinct width, so widths (not codes) are balanced.
         by_width: dict[int, int] = {}
         for c in codes:
@@ -72,8 +72,8 @@ def _marginal(sp: SearchSpace, n: int, rng: random.Random, codes: list[int]):
 
     def draw(i: int) -> Arch:
         blocks = tuple(tuple((rng.choice(codes), width_cols[s][i]) for _ in range(depth_cols[s][i]))
-                       for s in range(4))
-        return Arch(sp.name, tuple(col[i] for col in depth_cols), width_cols[0][i], blocks)
+                       for s in range(sp.num_stages))
+        return Arch(sp, tuple(col[i] for col in depth_cols), width_cols[0][i], blocks)
     return draw
 
 
@@ -91,10 +91,10 @@ def _joint(sp: SearchSpace, n: int, rng: random.Random, codes: list[int]):
     def draw(i: int) -> Arch:
         depth_level = (levels[0][i] + rng.random()) / n
         width_level = (levels[1][i] + rng.random()) / n
-        depths = tuple(pick(sp.depth_choices[s], depth_level) for s in range(4))
-        outs = [pick(by_ratio, width_level) for _ in range(4)]  # one out width per stage
-        blocks = tuple(tuple((pick(by_ratio, width_level), outs[s]) for _ in range(depths[s])) for s in range(4))
-        return Arch(sp.name, depths, outs[0], blocks)  # the stem feeds S1's identity shortcut
+        depths = tuple(pick(sp.depth_choices[s], depth_level) for s in range(sp.num_stages))
+        outs = [pick(by_ratio, width_level) for _ in range(sp.num_stages)]  # one out width per stage
+        blocks = tuple(tuple((pick(by_ratio, width_level), outs[s]) for _ in range(depths[s])) for s in range(sp.num_stages))
+        return Arch(sp, depths, outs[0], blocks)  # the stem feeds S1's identity shortcut
     return draw
 
 
@@ -102,17 +102,25 @@ def challenge_format(archs: Sequence[Arch]) -> dict[str, dict]:
     return {f"arch{i + 1}": {"arch": a.encode()} for i, a in enumerate(archs)}
 
 
-def load_codes(path: str | Path) -> dict[str, str]:
-    """{name: 52-char code} from the challenge format `{"archN": {"arch": CODE, ...}}`,
-    a plain `{CODE: ACC}` map, or a JSON list of codes (named arch1, arch2, ...)."""
-    from stepshot.correlate import FormatError, normalize_code, read_json
+def pool_entries(path: str | Path) -> dict[str, str]:
+    """{name: code as written} from the challenge format `{"archN": {"arch": CODE, ...}}` (the
+    CVPR 2022 Track 1 pool: 45,000 entries), a plain `{CODE: ACC}` map, or a JSON list of codes
+    (named arch1, arch2, ...), in the file's order. The codes are as written (the challenge's
+    are 51 characters): a submission echoes them; `load_codes` gives the 52-char form."""
+    from stepshot.correlate import FormatError, read_json
 
     obj = read_json(path)
     if isinstance(obj, list) and all(isinstance(c, (str, dict)) for c in obj):
-        return {f"arch{i + 1}": normalize_code(c if isinstance(c, str) else c.get("arch", ""))
-                for i, c in enumerate(obj)}
+        return {f"arch{i + 1}": str(c if isinstance(c, str) else c.get("arch", "")) for i, c in enumerate(obj)}
     if isinstance(obj, dict) and all(isinstance(v, dict) and isinstance(v.get("arch"), str) for v in obj.values()):
-        return {name: normalize_code(v["arch"]) for name, v in obj.items()}
+        return {name: v["arch"] for name, v in obj.items()}
     if isinstance(obj, dict) and not any(isinstance(v, dict) for v in obj.values()):
-        return {f"arch{i + 1}": normalize_code(code) for i, code in enumerate(obj)}
+        return {f"arch{i + 1}": code for i, code in enumerate(obj)}
     raise FormatError(f'{path}: expected {{"archN": {{"arch": CODE, ...}}}}, {{CODE: ACC}} or a JSON list of codes')
+
+
+def load_codes(path: str | Path) -> dict[str, str]:
+    """{name: 52-char code} of `pool_entries`."""
+    from stepshot.correlate import normalize_code
+
+    return {name: normalize_code(code) for name, code in pool_entries(path).items()}

@@ -1,8 +1,9 @@
 """`stepshot` command line: a thin dispatcher.
 
 Each sub-command lives in the module that owns it and exposes
-`register(parser: argparse.ArgumentParser) -> None`, which adds its arguments
-and sets `parser.set_defaults(func=...)`; `func(args) -> int` is the exit code. A command
+`register(parser: argparse.ArgumentParser) -> None` (a module serving several commands,
+stepshot_trainer.entry, exposes `register_<command>` for each), which adds the command's
+arguments and sets `parser.set_defaults(func=...)`; `func(args) -> int` is the exit code. A command
 reports bad input by raising a `StepshotError` (stepshot/errors.py); `main` prints it.
 Modules are imported lazily so that torch-free commands (arch, correlate,
 render, crd) never pay for importing torch.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from stepshot.errors import StepshotError
@@ -25,7 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "groundtruth": ("stepshot_trainer.groundtruth", "train architectures stand-alone for a ground truth"),
     "run": ("stepshot.local", "run a whole SupernetTraining on this machine"),
     "render": ("stepshot.render", "print the Kubernetes objects the operator would create"),
-    "crd": ("stepshot.spec", "print the SupernetTraining CustomResourceDefinition"),
+    "validate": ("stepshot.validate", "check SupernetTraining files as `stepshot run` (and the operator) would"),
+    "crd": ("stepshot.spec.generate", "print the SupernetTraining CustomResourceDefinition"),
 }
 
 
@@ -34,13 +37,17 @@ def _top_parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="stepshot",
         description="Step-by-step one-shot -> few-shot super-net training.",
-        epilog=f"commands:\n{lines}\n\nRun `stepshot COMMAND --help` for a command's options.",
+        epilog=f"commands:\n{lines}\n\nRun `stepshot COMMAND --help` for a command's options, "
+               "`stepshot --version` for the version.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(f"stepshot {importlib.metadata.version('stepshot')}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = _top_parser()
         if argv and argv[0] not in ("-h", "--help"):
@@ -58,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StepshotError as exc:    # the one exit-code policy (stepshot/errors.py)
-        print(f"stepshot {name}: error: {exc}", file=sys.stderr)
+        if str(exc):                # empty: a child process printed it already
+            print(f"stepshot {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -96,7 +96,10 @@ def precision_at_k(pred: list[float], truth: list[float], k: int) -> float | Non
 
 
 def correlate(pred: dict[str, float], truth: dict[str, float]) -> dict:
-    from scipy import stats  # lazy: keeps `stepshot --help` fast
+    try:
+        from scipy import stats  # lazy: keeps `stepshot --help` fast and the operator free of scipy
+    except ImportError as exc:   # a core-only install (the operator image): say what is missing
+        raise StepshotError("ranking correlation needs scipy: pip install 'stepshot[analysis]'") from exc
 
     pred = {normalize_code(k): v for k, v in pred.items()}
     truth = {normalize_code(k): v for k, v in truth.items()}

@@ -22,3 +22,12 @@ class Preempted(StepshotError):
     """SIGTERM stopped a training stage after a mid-epoch checkpoint; the next run resumes from it."""
 
     exit_code = 143  # 128 + SIGTERM, what the kubelet reports for a terminated container
+
+
+class ChildReported(StepshotError):
+    """A child process of `stepshot run` refused its input and said why on stderr already: exit
+    with its code and print nothing more (rerunning the same command cannot help)."""
+
+    def __init__(self, exit_code: int = StepshotError.exit_code) -> None:
+        super().__init__("")
+        self.exit_code = exit_code

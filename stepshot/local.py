@@ -20,9 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stepshot import correlate as corr
-from stepshot.errors import RunFailed, StepshotError
+from stepshot import correlate as corr, scoreboard
+from stepshot.commands import StageCommands
+from stepshot.cpus import checked_count, evaluation_split, threads_per_process
+from stepshot.errors import ChildReported, RunFailed, StepshotError
 from stepshot.plan import Plan, Stage, build_plan
+from stepshot.preflight import check_inputs
 from stepshot.spec import Spec, load_file
 from stepshot.workdir import Layout, evaluations_file
 
@@ -36,53 +39,11 @@ class StageResult:
     metrics: dict = field(default_factory=dict)
 
 
-def _python_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stepshot.cli", *args]
-
-
-def train_command(spec_file: Path, stage: Stage, workdir: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-        "--nproc-per-node", str(stage.procs_per_node),
-        "-m", "stepshot.cli", "train", str(spec_file), "--stage", stage.name, "--workdir", str(workdir),
-    ]
+def commands(spec_file: Path, workdir: Path) -> StageCommands:
+    return StageCommands(sys.executable, str(spec_file), str(workdir))
 
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
-
-
-def threads_per_process(threads: int | None, procs: int = 1, cores: int | None = None) -> int:
-    """--threads, else OMP_NUM_THREADS, else the cores shared among the processes.
-
-    Always set for the children: results depend on it, and torch's default (every core in
-    every process) oversubscribes a busy machine (two threads on a loaded 2-core machine
-    evaluated ~20x slower than one). `cores`: this run's share of the machine (default all)."""
-    if threads:
-        return threads
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        return int(os.environ["OMP_NUM_THREADS"])
-    return max(1, (cores or os.cpu_count() or 1) // max(1, procs))
-
-
-def evaluation_split(threads: int | None, cores: int | None = None) -> tuple[int, int]:
-    """(processes, threads each) for evaluating architectures on CPUs: --threads, else
-    OMP_NUM_THREADS, else 1 thread per process, and as many processes as the cores hold.
-
-    Architectures are independent, so splitting them over processes gives the same numbers
-    (at equal threads) and is faster than threads in one process: on the 2-core machine 2
-    processes x 1 thread evaluated 0.97 subnets/s, 1 process x 2 threads 0.62, 1 x 1 0.46
-    (64 subnets of a grouped snapshot, 10,000 test images and 16 x 256 calibration each)."""
-    cores = cores or os.cpu_count() or 1
-    each = threads_per_process(threads, procs=cores, cores=cores)
-    return max(1, cores // each), each
-
-
-def checked_count(flag: str, value: int | None) -> int | None:
-    """A count option (--threads, --cores, --processes) as given (None: not given); below 1
-    is the user's error."""
-    if value is not None and value < 1:
-        raise StepshotError(f"{flag} must be at least 1, got {value}")
-    return value
 
 
 def _run(cmd: list[str], threads: int) -> int:
@@ -126,10 +87,11 @@ def _stop(proc: subprocess.Popen, signum: int) -> None:
 
 def run_stage(spec_file: Path, stage: Stage, workdir: Path, threads: int | None = None,
               cores: int | None = None) -> int:
-    rc = _run(train_command(spec_file, stage, workdir), threads_per_process(threads, stage.procs_per_node, cores))
+    cmds = commands(spec_file, workdir)
+    launcher = ("--standalone", "--nnodes", "1", "--nproc-per-node", str(stage.procs_per_node))
+    rc = _run(cmds.train(stage.name, launcher), threads_per_process(threads, stage.procs_per_node, cores))
     if rc == 0:
-        rc = _run(_python_cli("snapshot", str(spec_file), "--stage", stage.name, "--workdir", str(workdir)),
-                  threads_per_process(threads, cores=cores))
+        rc = _run(cmds.snapshot(stage.name), threads_per_process(threads, cores=cores))
     return rc
 
 
@@ -138,10 +100,19 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
     out = Layout(workdir).predictions(tag)
     if not out.exists():
         processes, each = evaluation_split(threads, cores)
-        rc = _run(_python_cli("evaluate", str(spec_file), "--workdir", str(workdir), "--stages", ",".join(leaves),
-                              "--out", str(out), "--threads", str(each), "--processes", str(processes)), each)
-        if rc != 0:
-            raise RunFailed(f"evaluation of {tag} failed (exit {rc})")
+        cmds, ev = commands(spec_file, workdir), spec.evaluation
+        # The spec's shards one after another, then their merge: the cluster's slices and files.
+        # Each saves its parts as it goes, so a rerun resumes where the evaluation stopped.
+        runs = [cmds.evaluate(processes, each, leaves, str(out), shard=str(i), shards=ev.shards,
+                              checkpoint_every=ev.checkpoint_every) for i in range(ev.shards)]
+        if ev.shards > 1:
+            runs.append(cmds.merge(leaves, str(out)))
+        for cmd in runs:
+            rc = _run(cmd, each)
+            if rc == StepshotError.exit_code:
+                raise ChildReported(rc)
+            if rc != 0:
+                raise RunFailed(f"evaluation of {tag} failed (exit {rc}); rerun the same command to resume")
     protocol = evaluation_protocol(out)
     truth = spec.resolve(spec.evaluation.get("ground_truth"))
     if truth is None or not truth.exists():
@@ -150,7 +121,7 @@ def evaluate_step(spec_file: Path, spec: Spec, leaves: tuple[str, ...], workdir:
         return {"predictions": str(out), **protocol}
     metrics = corr.correlate(corr.load_accuracies(out), corr.load_accuracies(truth))
     return {"predictions": str(out), **{k: metrics[k] for k in ("n", "kendall_tau", "spearman", "pearson")},
-            **protocol}
+            "ci95": scoreboard.tau_interval(out, truth), **scoreboard.free_rows(out), **protocol}
 
 
 def evaluation_protocol(predictions: Path) -> dict:
@@ -174,7 +145,7 @@ def run(spec_file: Path, workdir: Path, threads: int | None = None, cores: int |
     """Train and evaluate every stage not finished yet; `threads` per process, on `cores` (default all)."""
     spec = load_file(spec_file)
     plan = build_plan(spec)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_inputs(spec, workdir, "--workdir")   # before anything starts: a bad input is one line, exit 2
     evals = _eval_points(spec, plan)
     results: list[StageResult] = []
     train_total = len(plan.train_stages)
@@ -197,6 +168,8 @@ def run(spec_file: Path, workdir: Path, threads: int | None = None, cores: int |
             result.seconds = time.monotonic() - start
             if rc != 0:
                 result.status = "failed"
+                if rc == StepshotError.exit_code:    # bad input, said by the stage's process
+                    raise ChildReported(rc)
                 raise RunFailed(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
             result.status = "done"
         leaves = evals.get(step[0].step)
@@ -210,28 +183,33 @@ def run(spec_file: Path, workdir: Path, threads: int | None = None, cores: int |
 
 
 def stage_table(results: list[StageResult]) -> str:
-    head = f"{'stage':<16} {'step':>4} {'status':<8} {'time':>8} {'n':>4} {'kendall':>8} {'spearman':>8} {'pearson':>8}"
+    head = (f"{'stage':<16} {'step':>4} {'status':<8} {'time':>8} {'n':>4} {'kendall':>8} {'95% interval':>16} "
+            f"{'spearman':>8} {'pearson':>8}")
     rows = [head, "-" * len(head)]
     for r in results:
         m = r.metrics
         fmt = (lambda k: f"{m[k]:>8.3f}" if isinstance(m.get(k), (int, float)) else f"{'-':>8}")
+        ci = f"[{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" if m.get("ci95") else "-"
         rows.append(f"{r.stage:<16} {r.step:>4} {r.status:<8} {r.seconds:>7.0f}s {m.get('n', '-'):>4} "
-                    f"{fmt('kendall_tau')} {fmt('spearman')} {fmt('pearson')}")
+                    f"{fmt('kendall_tau')} {ci:>16} {fmt('spearman')} {fmt('pearson')}")
     return "\n".join(rows)
 
 
 def write_report(spec: Spec, results: list[StageResult], workdir: Path) -> dict:
     final = next((r.metrics for r in reversed(results) if r.metrics), {})
+    truth = spec.resolve(spec.evaluation.get("ground_truth"))
+    known = truth is not None and truth.exists()
     report = {
         "name": spec.name, "space": spec.space, "mode": spec.few_shot.mode, "spec_hash": spec.spec_hash,
         "stages": [r.__dict__ for r in results], "final": final,
+        "ceiling_kendall_tau": scoreboard.ceiling(truth) if known else None,
     }
     Layout(workdir).run_report().write_text(json.dumps(report, indent=2))
-    truth = spec.resolve(spec.evaluation.get("ground_truth"))
-    if truth is not None and truth.exists() and final.get("predictions"):
+    if known and final.get("predictions"):
         from stepshot.plot import ranking_plot  # matplotlib only when there is something to draw
 
-        ranking_plot(results, Path(final["predictions"]), truth, workdir / "ranking.png")
+        ranking_plot(results, Path(final["predictions"]), truth, workdir / "ranking.png",
+                     final.get("baselines", {}), report["ceiling_kendall_tau"])
     return report
 
 
@@ -257,9 +235,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130
-    write_report(spec, results, workdir)
+    report = write_report(spec, results, workdir)
     print()
     print(stage_table(results))
+    board = scoreboard.lines(report["final"], report["ceiling_kendall_tau"])
+    if board:
+        print("\n" + "\n".join(board))
     print(f"\nreport: {Layout(workdir).run_report()}")
     if (workdir / "ranking.png").exists():
         print(f"plot:   {workdir / 'ranking.png'}")

@@ -16,19 +16,22 @@ from dataclasses import dataclass
 
 import yaml
 
-from stepshot import dataload
+from stepshot import sizing
+from stepshot.commands import StageCommands
 from stepshot.errors import StepshotError
-from stepshot.names import config_map_name, job_name, label_value, snapshot_name
+from stepshot.kyaml import safe_yaml_documents
+from stepshot.names import (config_map_name, job_name, label_value, merge_job_name, shard_job_name,
+                            snapshot_name)
 from stepshot.plan import Plan, Stage
-from stepshot.spec import (API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec, cores_per_process,
-                           safe_yaml_documents)
+from stepshot.quantity import cores_per_process
+from stepshot.spec import API_VERSION, KIND, POD_SPEC_DIR, ROLES, Spec
 from stepshot.workdir import TERMINATION_ENV, TERMINATION_LOG
 
 LABEL_TRAINING = "stepshot.dev/training"
 LABEL_STAGE = "stepshot.dev/stage"
 LABEL_PARTITION = "stepshot.dev/partition"
 LABEL_STEP = "stepshot.dev/step"
-LABEL_COMPONENT = "stepshot.dev/component"    # train | snapshot | evaluate
+LABEL_COMPONENT = "stepshot.dev/component"    # train | snapshot | evaluate | merge
 LABEL_JOB = "stepshot.dev/job"                # on pods: the Job they belong to (termination lookups)
 ANNOTATION_SPEC_HASH = "stepshot.dev/spec-hash"
 # On a Job the operator suspended itself (spec.suspend): the only Jobs it ever resumes. A Job
@@ -51,7 +54,7 @@ SAFE_VOLUME_TYPES = frozenset({"persistentVolumeClaim", "nfs", "csi", "configMap
 
 
 @dataclass(frozen=True)
-class Caps:
+class ClusterCaps:
     """What the API server serves and the operator allows; the operator discovers it, `render`
     assumes a current cluster."""
 
@@ -83,7 +86,7 @@ class Caps:
 class Context:
     spec: Spec
     plan: Plan
-    caps: Caps = Caps()
+    caps: ClusterCaps = ClusterCaps()
 
     @property
     def name(self) -> str:
@@ -138,7 +141,18 @@ def spec_from_config_map(config_map: Mapping | None) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
-def image_errors(spec: Spec, caps: Caps) -> list[str]:
+def cluster_errors(spec: Spec, caps: ClusterCaps) -> list[str]:
+    """Why the operator refuses a valid spec on this cluster (empty: it accepts it): the one
+    check the operator, `stepshot validate --cluster` and `stepshot render` run."""
+    errors = [f"{key}: Required value: kubectl and the API server need it (apiVersion: {API_VERSION}, kind: {KIND})"
+              for key in ("apiVersion", "kind") if not spec.raw.get(key)]
+    if not spec.storage.get("claim_name"):
+        errors.append("spec.storage.claimName: Required value: a cluster run needs a PersistentVolumeClaim "
+                      "for checkpoints and snapshots")
+    return errors + volume_errors(spec, caps) + image_errors(spec, caps)
+
+
+def image_errors(spec: Spec, caps: ClusterCaps) -> list[str]:
     """Why spec.image may not run here (the operator's optional allow-list; empty: it may)."""
     if caps.allowed_images and not re.fullmatch(caps.allowed_images, spec.image):
         return [f"spec.image: Forbidden: {spec.image!r} does not match this operator's allowed images "
@@ -146,7 +160,7 @@ def image_errors(spec: Spec, caps: Caps) -> list[str]:
     return []
 
 
-def volume_errors(spec: Spec, caps: Caps) -> list[str]:
+def volume_errors(spec: Spec, caps: ClusterCaps) -> list[str]:
     """Why spec.dataset.volume may not be mounted here (empty: it may)."""
     volume = spec.dataset.get("volume")
     if volume is None:
@@ -200,7 +214,7 @@ def _volumes(ctx: Context, shm_bytes: int | None) -> tuple[list[dict], list[dict
     if shm_bytes:  # DataLoader workers hand batches over through /dev/shm (and NCCL uses it)
         # A memory-backed emptyDir counts against the pod's memory limit: bounded, it cannot
         # take more than the loaders' prefetched batches.
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": dataload.mebibytes(shm_bytes)}})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": sizing.mebibytes(shm_bytes)}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return volumes, mounts
 
@@ -249,6 +263,16 @@ def _env(extra: list[dict] | None = None) -> list[dict]:
             {"name": "HOME", "value": "/tmp"},  # root filesystem is read-only
             {"name": TERMINATION_ENV, "value": TERMINATION_LOG}]
     return base + (extra or [])
+
+
+def _commands(ctx: Context) -> StageCommands:
+    return StageCommands("python", SPEC_FILE, ctx.spec.storage.path)
+
+
+def _metrics_ports(ctx: Context) -> list[dict]:
+    """The trainer metrics port every stage pod (training, snapshot, evaluation) serves; the
+    chart's PodMonitor selects it by name."""
+    return [{"name": "metrics", "containerPort": ctx.spec.metrics_port}] if ctx.spec.metrics_port else []
 
 
 def _container(ctx: Context, name: str, command: list[str], resources: dict, mounts: list[dict],
@@ -353,15 +377,13 @@ def train_objects(ctx: Context, stage: Stage) -> list[dict]:
     res = ctx.spec.resources
     base = job_name(ctx.name, stage.name)
     lbl = labels(ctx, stage, "train")
-    volumes, mounts = _volumes(ctx, dataload.training_shm_bytes(ctx.spec))
+    volumes, mounts = _volumes(ctx, sizing.training_shm_bytes(ctx.spec))
     gpus = res.gpus_per_node
-    command = ["python", "-m", "torch.distributed.run"]
-    command += ["--standalone"] if stage.nodes == 1 else []
-    command += ["-m", "stepshot.cli", "train", SPEC_FILE, "--stage", stage.name, "--workdir", ctx.spec.storage.path]
+    command = _commands(ctx).train(stage.name, ("--standalone",) if stage.nodes == 1 else ())
     env = [{"name": "PET_NNODES", "value": str(stage.nodes)},
            {"name": "PET_NPROC_PER_NODE", "value": str(stage.procs_per_node)},
-           *_threads(res.cpu, stage.procs_per_node, dataload.training_workers(ctx.spec))]
-    ports = [{"name": "metrics", "containerPort": ctx.spec.metrics_port}] if ctx.spec.metrics_port else []
+           *_threads(res.cpu, stage.procs_per_node, sizing.training_workers(ctx.spec))]
+    ports = _metrics_ports(ctx)
     resources = _resources(res.cpu, res.memory, gpus)
 
     if stage.nodes == 1:
@@ -408,9 +430,9 @@ def snapshot_job(ctx: Context, stage: Stage) -> dict:
     as the stage's selected checkpoint.
     """
     volumes, mounts = _volumes(ctx, None)
-    command = ["python", "-m", "stepshot.cli", "snapshot", SPEC_FILE, "--stage", stage.name,
-               "--workdir", ctx.spec.storage.path]
-    container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts)
+    command = _commands(ctx).snapshot(stage.name)
+    container = _container(ctx, "snapshot", command, _resources("500m", "1Gi", 0), mounts,
+                           ports=_metrics_ports(ctx))   # bytes written
     return _job(ctx, "snapshot", snapshot_name(ctx.name, stage.name), labels(ctx, stage, "snapshot"),
                 _pod_spec([container], volumes))
 
@@ -433,20 +455,61 @@ def volume_snapshot(ctx: Context, stage: Stage) -> dict:
 
 # --------------------------------------------------------------------------- evaluation
 
-def eval_job(ctx: Context, stage: Stage) -> dict:
-    """Rank the architectures with the leaves' snapshots; the metrics JSON is the termination message."""
-    res = ctx.spec.evaluation.resources
+SHARD_ENV = "STEPSHOT_SHARD"
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+def eval_job_names(ctx: Context, stage: Stage) -> list[str]:
+    """The Jobs that evaluate: one (an Indexed Job of `shards` completions where served), or one
+    per shard on servers without Indexed Jobs. Above one shard, `merge_job` follows them."""
+    shards = ctx.spec.evaluation.shards
+    if shards > 1 and not ctx.caps.indexed_jobs:
+        return [shard_job_name(ctx.name, stage.name, i) for i in range(shards)]
+    return [job_name(ctx.name, stage.name)]
+
+
+def eval_jobs(ctx: Context, stage: Stage) -> list[dict]:
+    """Rank the architectures with the leaves' snapshots.
+
+    One shard: one Job that evaluates and merges; its termination message is the metrics JSON.
+    N shards: each pod evaluates its slice (`--shard I --shards N`), saving parts as it goes, so
+    a preempted pod's replacement resumes; an Indexed Job runs at most evaluation.maxParallel
+    at once (the pod's index is its shard), or the operator creates the per-shard Jobs that many
+    at a time. The merge Job (`merge_job`) then writes the predictions and the metrics."""
+    ev = ctx.spec.evaluation
+    res = ev.resources
     gpus = res.gpus if res.get("gpus") is not None else min(ctx.spec.resources.gpus_per_node, 1)
-    volumes, mounts = _volumes(ctx, dataload.evaluation_shm_bytes(ctx.spec))
-    processes = dataload.evaluation_processes(ctx.spec, gpus)
-    command = ["python", "-m", "stepshot.cli", "evaluate", SPEC_FILE, "--workdir", ctx.spec.storage.path,
-               "--processes", str(processes)]
+    volumes, mounts = _volumes(ctx, sizing.evaluation_shm_bytes(ctx.spec))
+    processes = sizing.evaluation_processes(ctx.spec, gpus)
     # Several processes (no decode workers then) share the cores, one thread per core unless
     # memory held the processes below the cores; one process: the cores less its decode workers'.
     threads = _threads(res.cpu, processes) if processes > 1 else \
-        _threads(res.cpu, 1, dataload.evaluation_workers(ctx.spec))
-    container = _container(ctx, "evaluate", command, _resources(res.cpu, res.memory, gpus), mounts, threads)
-    return _job(ctx, "evaluation", job_name(ctx.name, stage.name), labels(ctx, stage, "evaluate"),
+        _threads(res.cpu, 1, sizing.evaluation_workers(ctx.spec))
+    resources = _resources(res.cpu, res.memory, gpus)
+    lbl, pod_volumes = labels(ctx, stage, "evaluate"), volumes
+
+    def job(name: str, shard: str | None, env: list[dict], **extra: object) -> dict:
+        command = _commands(ctx).evaluate(processes, shard=shard, shards=ev.shards,
+                                          checkpoint_every=ev.checkpoint_every)
+        container = _container(ctx, "evaluate", command, resources, mounts, threads + env,
+                               _metrics_ports(ctx))   # subnets evaluated
+        return _job(ctx, "evaluation", name, lbl, _pod_spec([container], pod_volumes), **extra)
+
+    if ev.shards == 1:
+        return [job(job_name(ctx.name, stage.name), None, [])]
+    if ctx.caps.indexed_jobs:
+        index = [{"name": SHARD_ENV, "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}}}]
+        return [job(job_name(ctx.name, stage.name), f"$({SHARD_ENV})", index, completionMode="Indexed",
+                    completions=ev.shards, parallelism=min(ev.max_parallel, ev.shards))]
+    return [job(name, str(i), []) for i, name in enumerate(eval_job_names(ctx, stage))]
+
+
+def merge_job(ctx: Context, stage: Stage) -> dict:
+    """Merge the shards' parts into one predictions file (streamed: small and CPU-only) and
+    score it; the metrics JSON is its termination message."""
+    volumes, mounts = _volumes(ctx, None)
+    container = _container(ctx, "merge", _commands(ctx).merge(), _resources("500m", "1Gi", 0), mounts)
+    return _job(ctx, "evaluation", merge_job_name(ctx.name, stage.name), labels(ctx, stage, "merge"),
                 _pod_spec([container], volumes))
 
 
@@ -455,7 +518,7 @@ def eval_job(ctx: Context, stage: Stage) -> dict:
 def stage_objects(ctx: Context, stage: Stage) -> list[dict]:
     """Every object the operator creates for a stage, in creation order."""
     if not stage.is_train:
-        return [eval_job(ctx, stage)]
+        return eval_jobs(ctx, stage) + ([merge_job(ctx, stage)] if ctx.spec.evaluation.shards > 1 else [])
     objs = train_objects(ctx, stage) + [snapshot_job(ctx, stage)]
     if wants_volume_snapshot(ctx):
         objs.append(volume_snapshot(ctx, stage))

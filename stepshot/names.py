@@ -1,5 +1,6 @@
 """Names of the objects derived from a SupernetTraining (torch-free, one home): the operator,
-`stepshot render` and the tests all derive them here, so they cannot disagree."""
+`stepshot render` and the tests all derive them here, so they cannot disagree. Also how the
+resource spells its fields (`camel`), for the spec view and the status writers."""
 from __future__ import annotations
 
 import hashlib
@@ -34,6 +35,22 @@ def snapshot_name(resource: str, stage: str) -> str:
     return job_name(resource, stage) + "-snap"
 
 
+def shard_job_name(resource: str, stage: str, shard: int) -> str:
+    """An evaluation shard's own Job, where the server has no Indexed Jobs (<= 57 chars)."""
+    return f"{job_name(resource, stage)}-{shard}"
+
+
+def merge_job_name(resource: str, stage: str) -> str:
+    """The Job that merges a sharded evaluation's parts into one predictions file."""
+    return job_name(resource, stage) + "-merge"
+
+
 def config_map_name(resource: str) -> str:
     """The spec ConfigMap every stage pod reads."""
     return dns_name(f"{resource}-spec")
+
+
+def camel(name: str) -> str:
+    """snake_case -> camelCase, as the resource spells its fields."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)

@@ -20,9 +20,12 @@ DIMENSIONS = {"width": "w", "depth": "d"}
 
 @dataclass(frozen=True)
 class Partition:
+    """Per stage, the allowed stage-out widths and depths (None: all); the root restricts no
+    stage and so holds none (`()`): a cut fills in the space's stages."""
+
     id: str = ROOT
-    widths: tuple[tuple[int, ...] | None, ...] = (None,) * 4  # allowed stage-out widths
-    depths: tuple[tuple[int, ...] | None, ...] = (None,) * 4  # allowed depths
+    widths: tuple[tuple[int, ...] | None, ...] = ()  # allowed stage-out widths
+    depths: tuple[tuple[int, ...] | None, ...] = ()  # allowed depths
 
     def contains(self, arch: Arch) -> bool:
         return all(
@@ -42,8 +45,12 @@ class Partition:
         """Allowed widths or depths of a 0-based stage, ascending."""
         sp = get_space(space)
         if dimension == "width":
-            return self.widths[stage] or sp.stage_widths(stage)
-        return self.depths[stage] or sp.depth_choices[stage]
+            return _allowed(self.widths, stage) or sp.stage_widths(stage)
+        return _allowed(self.depths, stage) or sp.depth_choices[stage]
+
+
+def _allowed(per_stage: tuple[tuple[int, ...] | None, ...], stage: int) -> tuple[int, ...] | None:
+    return per_stage[stage] if stage < len(per_stage) else None
 
 
 def _buckets(values: Sequence[int], parts: int) -> list[tuple[int, ...]]:
@@ -57,16 +64,20 @@ def _buckets(values: Sequence[int], parts: int) -> list[tuple[int, ...]]:
 
 
 def cut(parent: Partition, space: SearchSpace | str, dimension: str, stage: int, parts: int) -> list[Partition]:
-    """Split `parent` into `parts` children along `dimension` of `stage` (1..4)."""
+    """Split `parent` into `parts` children along `dimension` of `stage` (1-based)."""
+    sp = get_space(space)
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {sorted(DIMENSIONS)}, got {dimension!r}")
-    if not 1 <= stage <= 4:
-        raise ValueError(f"stage must be 1..4, got {stage}")
-    values = parent.choices(space, dimension, stage - 1)
+    if not 1 <= stage <= sp.num_stages:
+        raise ValueError(f"stage must be 1..{sp.num_stages}, got {stage}")
+    values = parent.choices(sp, dimension, stage - 1)
     if not 2 <= parts <= len(values):
         raise ValueError(f"partition {parent.id!r}: cannot cut {len(values)} {dimension} choices "
                          f"{list(values)} of stage {stage} into {parts} parts")
     field = "widths" if dimension == "width" else "depths"
+    # A cut partition spells out every stage of the space (the root's `()` restricts none).
+    unrestricted = (None,) * sp.num_stages
+    parent = replace(parent, widths=parent.widths or unrestricted, depths=parent.depths or unrestricted)
     children = []
     for k, bucket in enumerate(_buckets(values, parts)):
         label = f"s{stage}{DIMENSIONS[dimension]}{k}"

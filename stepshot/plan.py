@@ -16,6 +16,7 @@ Every training stage ends with a snapshot of its selected checkpoint; a stage's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from stepshot.errors import StepshotError
 from stepshot.partition import Partition, build_tree
@@ -47,7 +48,7 @@ class Split:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    kind: str                  # "train" | "evaluate"
+    task: str                  # what the stage's Job does: "train" | "evaluate"
     step: int
     parent: str | None = None
     split: Split = Split()
@@ -59,7 +60,7 @@ class Stage:
 
     @property
     def is_train(self) -> bool:
-        return self.kind == "train"
+        return self.task == "train"
 
     @property
     def partition(self) -> str:
@@ -135,9 +136,18 @@ def _partitioned_steps(spec: Spec, root: Partition, tree, common: dict) -> list[
     return steps
 
 
-# The split modes of spec.fewShot.mode: each turns the spec into the few-shot steps.
-SPLIT_MODES = {"none": lambda spec, root, tree, common: [], "grouped": _grouped_steps,
-               "partitioned": _partitioned_steps, "continued": _continued_steps}
+# Per split mode (stepshot.split_modes.MODES): how the spec turns into the few-shot steps.
+STEP_RULES = {"none": lambda spec, root, tree, common: [], "grouped": _grouped_steps,
+              "partitioned": _partitioned_steps, "continued": _continued_steps}
+
+
+def _step_rule(mode: str) -> Callable[..., list[list[tuple[Stage, Partition]]]]:
+    """The plan's rule for a split mode; a mode in the table without one is refused loudly."""
+    try:
+        return STEP_RULES[mode]
+    except KeyError:
+        raise StepshotError(f"split mode {mode!r} has no step rule in the plan (stepshot.plan.STEP_RULES); "
+                            f"rules exist for {sorted(STEP_RULES)}") from None
 
 
 def build_plan(spec: Spec) -> Plan:
@@ -146,6 +156,7 @@ def build_plan(spec: Spec) -> Plan:
     oneshot = Stage(ONESHOT, "train", 0, epochs=spec.one_shot.epochs, lr=spec.one_shot.lr,
                     warmup_epochs=spec.one_shot.warmup_epochs, **common)
     few = spec.few_shot
+    steps_of = _step_rule(few.mode)
     cuts = [s.to_dict() for s in few.steps] if few.mode == "partitioned" else []
     try:
         tree = build_tree(spec.search_space, cuts)
@@ -154,7 +165,7 @@ def build_plan(spec: Spec) -> Plan:
     root = tree[0][0]
     partitions: dict[str, Partition] = {ONESHOT: root}
     steps: list[tuple[Stage, ...]] = [(oneshot,)]
-    for level in SPLIT_MODES[few.mode](spec, root, tree, common):
+    for level in steps_of(spec, root, tree, common):
         partitions.update({stage.name: part for stage, part in level})
         steps.append(tuple(stage for stage, _ in level))
     leaves = tuple(s.name for s in steps[-1])

@@ -7,7 +7,11 @@ from typing import Any, Sequence
 from stepshot import correlate as corr
 
 
-def ranking_plot(results: Sequence[Any], predictions: Path, truth: Path, out: Path) -> Path:
+def ranking_plot(results: Sequence[Any], predictions: Path, truth: Path, out: Path,
+                 baselines: dict[str, float] | None = None, ceiling: float | None = None) -> Path:
+    """Left: predicted vs true accuracy. Right: tau per evaluated step with its 95% interval,
+    the free baselines as dashed lines and the predictor ceiling as a band, on a fixed scale
+    (at least 0.3 of tau tall), so a 0.01 change does not fill the panel."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on training hosts
@@ -21,15 +25,30 @@ def ranking_plot(results: Sequence[Any], predictions: Path, truth: Path, out: Pa
     ax1.set(xlabel="stand-alone accuracy (%)", ylabel="inherited-weight accuracy (%)",
             title=f"final: Kendall tau {final['kendall_tau']:.3f}, n={final['n']}")
     ax1.grid(alpha=0.3)
-    seen: dict[int, tuple[str, float]] = {}
+    seen: dict[int, tuple[str, float, Any]] = {}
     for r in results:  # one point per evaluated step, labelled by its stages
-        if "kendall_tau" in r.metrics:
-            label, tau = seen.get(r.step, ("", r.metrics["kendall_tau"]))
-            seen[r.step] = ((label + "," if label else "") + r.stage, tau)
+        if r.metrics.get("kendall_tau") is not None:
+            label, tau, ci = seen.get(r.step, ("", r.metrics["kendall_tau"], r.metrics.get("ci95")))
+            seen[r.step] = ((label + "," if label else "") + r.stage, tau, ci)
     labels = [v[0] if len(v[0]) < 18 else v[0][:15] + "..." for v in seen.values()]
-    ax2.plot(range(len(seen)), [v[1] for v in seen.values()], marker="o")
+    taus = [v[1] for v in seen.values()]
+    errs = [[t - (v[2] or (t, t))[0] for t, v in zip(taus, seen.values())],
+            [(v[2] or (t, t))[1] - t for t, v in zip(taus, seen.values())]]
+    ax2.errorbar(range(len(seen)), taus, yerr=errs, marker="o", capsize=4, label="super-net (95%, architectures)")
+    shown = list(taus)
+    for i, (name, tau) in enumerate(sorted((baselines or {}).items(), key=lambda kv: -kv[1])[:4]):
+        ax2.axhline(tau, linestyle="--", color=f"C{i + 1}", label=f"{name} {tau:.3f}")
+        shown.append(tau)
+    if ceiling is not None:
+        ax2.axhspan(ceiling - 0.005, ceiling + 0.005, color="grey", alpha=0.4, label=f"ceiling {ceiling:.3f}")
+        shown.append(ceiling)
+    lo, hi = min(shown + [v[2][0] for v in seen.values() if v[2]]), max(shown)
+    mid = (lo + hi) / 2
+    half = max(0.15, (hi - lo) / 2 + 0.03)
+    ax2.set_ylim(max(-1.0, mid - half), min(1.0, mid + half))
     ax2.set_xticks(range(len(seen)), labels, rotation=30, ha="right")
     ax2.set(ylabel="Kendall tau", title="ranking correlation per stage")
+    ax2.legend(fontsize=7, loc="lower right")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

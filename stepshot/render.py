@@ -1,7 +1,10 @@
 """`stepshot render FILE.yaml`: the objects the operator would create, as multi-document YAML.
 
 A dry run without a cluster, from the same builders the operator creates its objects with
-(stepshot.manifests). Owner references are left out; the operator adds them.
+(stepshot.manifests), after the same checks (`cluster_errors`: what the operator refuses is
+refused here, exit 2). The server is assumed (--kube-version, --volume-snapshots), and so are
+the administrator's allow-lists (chart values, options here). Owner references are left
+out; the operator adds them.
 """
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ import re
 
 
 from stepshot.errors import StepshotError
-from stepshot.manifests import Caps, Context, all_objects
+from stepshot.kyaml import kube_yaml
+from stepshot.manifests import Context, all_objects, cluster_errors
 from stepshot.plan import build_plan
-from stepshot.spec import kube_yaml, load, load_file
+from stepshot.spec import load, load_file
+from stepshot.validate import add_cluster_options, admin_caps
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="API server version to render for (< 1.22: no Indexed Jobs, no Job suspend)")
     parser.add_argument("--volume-snapshots", action="store_true",
                         help="assume the cluster serves snapshot.storage.k8s.io/v1")
+    add_cluster_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -39,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raw = dict(spec.raw, metadata=dict(spec.raw.get("metadata") or {}))
         raw["metadata"].update({k: v for k, v in (("name", args.name), ("namespace", args.namespace)) if v})
         spec = load(raw, spec.base_dir)
-    major, minor = _kube_version(args.kube_version)
-    ctx = Context(spec, build_plan(spec), Caps(version=(major, minor), volume_snapshots=args.volume_snapshots))
+    caps = admin_caps(args, version=_kube_version(args.kube_version), volume_snapshots=args.volume_snapshots)
+    refused = cluster_errors(spec, caps)
+    if refused:    # what the operator would do with it: nothing but a Failed status
+        raise StepshotError("the operator refuses this resource (InvalidSpec):\n  " + "\n  ".join(refused))
+    ctx = Context(spec, build_plan(spec), caps)
     print(kube_yaml(*all_objects(ctx)), end="")
     return 0

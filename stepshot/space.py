@@ -21,6 +21,10 @@ Two spaces share one structure and one 52-char code format:
 Code layout (52 chars): ``[res][d1 d2 d3 d4][stem][S1: 5 pairs][S2: 5][S3: 8][S4: 5]``
 with (mid, out) ratio-code pairs and "00" for slots beyond the depth. Stages are
 0-based in the API and 1-based ("stage 3" = S3) in messages, as in the spec.
+
+An `Arch` holds its `SearchSpace`; names are resolved (`get_space`) where they enter (the spec,
+the command line). The stage count and code layout come from the space (`num_stages`,
+`code_len`); another space of this block family is one `SearchSpace` and one `register_space`.
 """
 from __future__ import annotations
 
@@ -33,8 +37,6 @@ from stepshot.errors import StepshotError
 
 RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # ratio codes 1..7
 CODES = tuple(range(1, len(RATIOS) + 1))
-CODE_LEN = 52
-BLOCKS_AT = 6  # position of the first (mid, out) pair
 
 RatioCodes = Union[Sequence[int], Sequence[Sequence[int]]]  # one list, or one per stage
 
@@ -54,6 +56,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """ResNet-like: a stem, then stages of basic blocks (two 3x3 convs), per stage a base width."""
+
     name: str
     in_channels: int
     num_classes: int
@@ -64,12 +68,40 @@ class SearchSpace:
     stem_stride: int
     stem_maxpool: bool
     stem_base: int
-    stage_bases: tuple[int, int, int, int]
-    strides: tuple[int, int, int, int] = (1, 2, 2, 2)
+    stage_bases: tuple[int, ...]
+    strides: tuple[int, ...] = (1, 2, 2, 2)
     depth_choices: tuple[tuple[int, ...], ...] = (
         (2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 5, 6, 7, 8), (2, 3, 4, 5))
-    max_depths: tuple[int, int, int, int] = (5, 5, 8, 5)
+    max_depths: tuple[int, ...] = (5, 5, 8, 5)
     divisor: int = 8
+
+    def __post_init__(self) -> None:
+        per_stage = {len(self.stage_bases), len(self.strides), len(self.depth_choices), len(self.max_depths)}
+        if len(per_stage) != 1 or any(max(c) > m for c, m in zip(self.depth_choices, self.max_depths)):
+            raise ValueError(f"space {self.name}: per-stage fields disagree, or depths exceed max_depths")
+
+    # Hash by name (an Arch hashes its space); equal by value (so across processes too).
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r})"
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_bases)
+
+    @property
+    def last_stage(self) -> int:   # 0-based: the stage the classifier heads follow
+        return self.num_stages - 1
+
+    @property
+    def blocks_at(self) -> int:    # the first (mid, out) pair of a code: after resolution, depths, stem
+        return 2 + self.num_stages
+
+    @property
+    def code_len(self) -> int:
+        return self.blocks_at + 2 * sum(self.max_depths)
 
     def width(self, base: int, ratio_code: int) -> int:
         # round() first, as the 4th team does; identical values for the real space (§1.1)
@@ -91,7 +123,7 @@ class SearchSpace:
         return self._widths[1][stage][ratio_code - 1]
 
     def stage_widths(self, stage: int) -> tuple[int, ...]:
-        """Distinct out widths of stage 0..3, ascending."""
+        """Distinct out widths of a 0-based stage, ascending."""
         return tuple(sorted(set(self._widths[0][stage])))
 
     def stem_widths(self) -> tuple[int, ...]:
@@ -117,7 +149,7 @@ class SearchSpace:
 
     @cached_property
     def _stage_slots(self) -> tuple[int, ...]:
-        return tuple(BLOCKS_AT + 2 * sum(self.max_depths[:s]) for s in range(4))
+        return tuple(self.blocks_at + 2 * sum(self.max_depths[:s]) for s in range(self.num_stages))
 
     @cached_property
     def max_arch(self) -> "Arch":
@@ -128,26 +160,29 @@ class SearchSpace:
         return extreme_arch(self, largest=False)
 
 
-SPACES: dict[str, SearchSpace] = {
-    s.name: s
-    for s in (
-        SearchSpace(
-            name="resnet48", in_channels=3, num_classes=1000, resolution=224,
-            train_resolutions=(128, 160, 192, 224), min_resolution=128,
-            stem_kernel=7, stem_stride=2, stem_maxpool=True,
-            stem_base=64, stage_bases=(64, 128, 256, 512), divisor=8,
-        ),
-        SearchSpace(
-            name="resnet48-fmnist", in_channels=1, num_classes=10, resolution=28,
-            train_resolutions=(16, 20, 24, 28), min_resolution=16,
-            stem_kernel=3, stem_stride=2, stem_maxpool=False,
-            stem_base=8, stage_bases=(8, 16, 32, 64), divisor=1,
-        ),
-    )
-}
+# The registry: every space a spec or a command line may name (the schema's enum reads it).
+SPACES: dict[str, SearchSpace] = {}
+
+
+def register_space(space: SearchSpace) -> SearchSpace:
+    if space.name in SPACES and SPACES[space.name] != space:
+        raise ValueError(f"search space {space.name!r} is already registered, differently")
+    SPACES[space.name] = space
+    return space
+
+
+RESNET48 = register_space(SearchSpace(
+    name="resnet48", in_channels=3, num_classes=1000, resolution=224, train_resolutions=(128, 160, 192, 224),
+    min_resolution=128, stem_kernel=7, stem_stride=2, stem_maxpool=True, stem_base=64,
+    stage_bases=(64, 128, 256, 512), divisor=8))
+RESNET48_FMNIST = register_space(SearchSpace(
+    name="resnet48-fmnist", in_channels=1, num_classes=10, resolution=28, train_resolutions=(16, 20, 24, 28),
+    min_resolution=16, stem_kernel=3, stem_stride=2, stem_maxpool=False, stem_base=8,
+    stage_bases=(8, 16, 32, 64), divisor=1))
 
 
 def get_space(name: "str | SearchSpace") -> SearchSpace:
+    """The registered space of a name (where a name enters); a space passes through."""
     if isinstance(name, SearchSpace):
         return name
     try:
@@ -160,15 +195,17 @@ def get_space(name: "str | SearchSpace") -> SearchSpace:
 class Arch:
     """A decoded, validated architecture (constructing one validates it)."""
 
-    space: str
-    depths: tuple[int, int, int, int]
+    space: SearchSpace
+    depths: tuple[int, ...]
     stem_code: int
     codes: tuple[tuple[tuple[int, int], ...], ...]
     stem: int = field(init=False, compare=False, repr=False)
     blocks: tuple[tuple[tuple[int, int], ...], ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        sp = get_space(self.space)
+        if not isinstance(self.space, SearchSpace):   # names are resolved where they enter
+            raise TypeError(f"Arch.space must be a SearchSpace, got {self.space!r} (use get_space)")
+        sp = self.space
         _validate(self.encode(), sp)
         object.__setattr__(self, "stem", sp.out_width(0, self.stem_code))
         blocks = tuple(tuple((sp.mid_width(s, m), sp.out_width(s, o)) for m, o in stage)
@@ -179,9 +216,9 @@ class Arch:
         return self.stem if s == 0 else self.blocks[s][0][1]
 
     def encode(self) -> str:
-        sp = get_space(self.space)
-        if len(self.depths) != 4 or len(self.codes) != 4:
-            raise ArchError(f"need 4 stages, got depths {self.depths} and {len(self.codes)} stage codes")
+        sp = self.space
+        if len(self.depths) != sp.num_stages or len(self.codes) != sp.num_stages:
+            raise ArchError(f"need {sp.num_stages} stages, got depths {self.depths} and {len(self.codes)} stage codes")
         parts = ["1", *map(str, self.depths), str(self.stem_code)]
         for s, stage in enumerate(self.codes):
             if len(stage) != self.depths[s] or len(stage) > sp.max_depths[s]:
@@ -195,11 +232,11 @@ class Arch:
 def _position_name(sp: SearchSpace, pos: int) -> str:
     if pos == 0:
         return "resolution"
-    if pos <= 4:
+    if pos <= sp.num_stages:
         return f"depth of stage {pos}"
-    if pos == 5:
+    if pos == sp.blocks_at - 1:
         return "stem code"
-    for s in range(4):
+    for s in range(sp.num_stages):
         for b in range(sp.max_depths[s]):
             if pos in (sp.slot(s, b), sp.slot(s, b) + 1):
                 kind = "mid" if pos == sp.slot(s, b) else "out"
@@ -213,9 +250,9 @@ def _validate(code: str, sp: SearchSpace) -> None:
     def fail(pos: int, allowed: str) -> None:
         raise ArchError(f"position {pos} ({_position_name(sp, pos)}): {code[pos]!r} {allowed}")
 
-    if len(code) != CODE_LEN:
-        raise ArchError(f"code has {len(code)} characters; expected {CODE_LEN} "
-                        f"(or {CODE_LEN - 1} without the leading resolution digit)")
+    if len(code) != sp.code_len:
+        raise ArchError(f"code has {len(code)} characters; expected {sp.code_len} "
+                        f"(or {sp.code_len - 1} without the leading resolution digit)")
     for pos, ch in enumerate(code):
         if ch not in "0123456789":
             fail(pos, "is not a digit")
@@ -224,11 +261,12 @@ def _validate(code: str, sp: SearchSpace) -> None:
     for s, choices in enumerate(sp.depth_choices):
         if int(code[1 + s]) not in choices:
             fail(1 + s, f"not in {choices[0]}..{choices[-1]}")
-    if int(code[5]) not in CODES:
-        fail(5, "not in 1..7")
-    for s in range(4):
+    stem = sp.blocks_at - 1
+    if int(code[stem]) not in CODES:
+        fail(stem, "not in 1..7")
+    for s in range(sp.num_stages):
         depth = int(code[1 + s])
-        out_ref, ref_name = (5, "the stem code (S1's out code equals the stem code)") if s == 0 else (None, "")
+        out_ref, ref_name = (stem, "the stem code (S1's out code equals the stem code)") if s == 0 else (None, "")
         for b in range(sp.max_depths[s]):
             p = sp.slot(s, b)
             if b >= depth:
@@ -246,17 +284,17 @@ def _validate(code: str, sp: SearchSpace) -> None:
 
 
 def parse_arch(code: str, space: "SearchSpace | str") -> Arch:
-    """Decode a 52-char code (or 51 without the leading resolution digit)."""
+    """Decode a code of the space (52 chars for resnet48, or 51 without the leading resolution digit)."""
     sp = get_space(space)
     code = code.strip()
-    if len(code) == CODE_LEN - 1:
+    if len(code) == sp.code_len - 1:
         code = "1" + code
     _validate(code, sp)
-    depths = tuple(int(c) for c in code[1:5])
+    depths = tuple(int(c) for c in code[1:1 + sp.num_stages])
     codes = tuple(
         tuple((int(code[sp.slot(s, b)]), int(code[sp.slot(s, b) + 1])) for b in range(depths[s]))
-        for s in range(4))
-    return Arch(sp.name, depths, int(code[5]), codes)
+        for s in range(sp.num_stages))
+    return Arch(sp, depths, int(code[sp.blocks_at - 1]), codes)
 
 
 def group_caps(space: "SearchSpace | str", stage: int, groups: int) -> tuple[int, ...]:
@@ -273,12 +311,12 @@ def route_caps(caps: Sequence[Sequence[int]], arch: Arch) -> tuple[int, ...]:
                  for s, stage_caps in enumerate(caps))
 
 
-def stage_ratio_codes(ratio_codes: RatioCodes) -> tuple[tuple[int, ...], ...]:
-    """Normalise one list of ratio codes (all stages) or four (S1..S4; S1's also rules the stem)."""
+def stage_ratio_codes(ratio_codes: RatioCodes, stages: int) -> tuple[tuple[int, ...], ...]:
+    """Normalise one list of ratio codes (all stages) or one per stage (S1's also rules the stem)."""
     items = list(ratio_codes)
-    per_stage = [tuple(c) for c in items] if items and not isinstance(items[0], int) else [tuple(items)] * 4
-    if len(per_stage) != 4 or any(not c or not set(c) <= set(CODES) for c in per_stage):
-        raise ValueError(f"ratio codes must be codes in 1..7, one list or four: {ratio_codes!r}")
+    per_stage = [tuple(c) for c in items] if items and not isinstance(items[0], int) else [tuple(items)] * stages
+    if len(per_stage) != stages or any(not c or not set(c) <= set(CODES) for c in per_stage):
+        raise ValueError(f"ratio codes must be codes in 1..7, one list or {stages}: {ratio_codes!r}")
     return tuple(per_stage)
 
 
@@ -295,13 +333,14 @@ def sample_arch(space: "SearchSpace | str", rng: random.Random, *, ratio_codes: 
     """Uniform over depths and ratio codes (§3.1), optionally restricted per stage to
     allowed stage-out `widths` and `depths` (None = all)."""
     sp = get_space(space)
-    per_stage = stage_ratio_codes(ratio_codes)
-    widths = widths or (None,) * 4
-    depths = depths or (None,) * 4
-    ds = tuple(rng.choice(depths[s] or sp.depth_choices[s]) for s in range(4))
-    outs = [rng.choice(_out_codes(sp, s, per_stage[s], widths[s])) for s in range(4)]
-    codes = tuple(tuple((rng.choice(per_stage[s]), outs[s]) for _ in range(ds[s])) for s in range(4))
-    return Arch(sp.name, ds, outs[0], codes)
+    stages = range(sp.num_stages)
+    per_stage = stage_ratio_codes(ratio_codes, sp.num_stages)
+    widths = widths or (None,) * sp.num_stages
+    depths = depths or (None,) * sp.num_stages
+    ds = tuple(rng.choice(depths[s] or sp.depth_choices[s]) for s in stages)
+    outs = [rng.choice(_out_codes(sp, s, per_stage[s], widths[s])) for s in stages]
+    codes = tuple(tuple((rng.choice(per_stage[s]), outs[s]) for _ in range(ds[s])) for s in stages)
+    return Arch(sp, ds, outs[0], codes)
 
 
 def extreme_arch(space: "SearchSpace | str", *, largest: bool, ratio_codes: RatioCodes = CODES,
@@ -313,26 +352,27 @@ def extreme_arch(space: "SearchSpace | str", *, largest: bool, ratio_codes: Rati
     min net the largest, so the unrestricted ends are all-1 and all-7 codes (§3.1).
     """
     sp = get_space(space)
-    per_stage = stage_ratio_codes(ratio_codes)
-    widths = widths or (None,) * 4
-    depths = depths or (None,) * 4
+    stages = range(sp.num_stages)
+    per_stage = stage_ratio_codes(ratio_codes, sp.num_stages)
+    widths = widths or (None,) * sp.num_stages
+    depths = depths or (None,) * sp.num_stages
     sign = -1 if largest else 1
 
     def pick(codes: Sequence[int], width) -> int:
         return min(codes, key=lambda c: (sign * width(c), -sign * c))
 
-    ds = tuple((max if largest else min)(depths[s] or sp.depth_choices[s]) for s in range(4))
+    ds = tuple((max if largest else min)(depths[s] or sp.depth_choices[s]) for s in stages)
     outs = [pick(_out_codes(sp, s, per_stage[s], widths[s]), lambda c, s=s: sp.out_width(s, c))
-            for s in range(4)]
-    mids = [pick(per_stage[s], lambda c, s=s: sp.mid_width(s, c)) for s in range(4)]
-    codes = tuple(((mids[s], outs[s]),) * ds[s] for s in range(4))
-    return Arch(sp.name, ds, outs[0], codes)
+            for s in stages]
+    mids = [pick(per_stage[s], lambda c, s=s: sp.mid_width(s, c)) for s in stages]
+    codes = tuple(((mids[s], outs[s]),) * ds[s] for s in stages)
+    return Arch(sp, ds, outs[0], codes)
 
 
 def complexity(arch: Arch, resolution: int | None = None) -> tuple[int, int]:
     """(params, MACs) of the static subnet at `resolution`: params include BN affine
     and FC bias; MACs count conv and FC multiply-accumulates."""
-    sp = get_space(arch.space)
+    sp = arch.space
     size = resolution or sp.resolution
     params = macs = 0
 

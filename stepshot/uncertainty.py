@@ -82,3 +82,25 @@ def seed_resampled_mean(per_seed: Sequence[np.ndarray], draws: np.ndarray) -> np
     trainings to the architectures' and the ground truth's resampling."""
     stacked = np.stack(per_seed)                        # [seeds, replicates]
     return stacked[draws, np.arange(draws.shape[0])[:, None]].mean(1)
+
+
+def predictor_ceiling(accs: np.ndarray) -> dict:
+    """How well a *noise-free* predictor can rank against the mean over the seeds
+    (`accs`: architectures x seeds).
+
+    The seed-to-seed tau compares two noisy re-runs; a predictor is scored against the
+    k-seed mean, which is less noisy. Under a Gaussian model (true accuracy + independent
+    seed noise), the mean pairwise Pearson r between seeds gives the mean's reliability
+    r_k = k r / (1 + (k - 1) r) (Spearman-Brown); a predictor that knew the true accuracies
+    would correlate sqrt(r_k) with the mean, i.e. Kendall tau (2/pi) arcsin(sqrt(r_k)).
+    An estimate, not a bound: a predictor may land above it by chance. {} when the
+    ground truth has fewer than 2 seeds or 3 architectures."""
+    accs = np.asarray(accs, float)
+    k = accs.shape[1] if accs.ndim == 2 else 0
+    if k < 2 or len(accs) < 3:
+        return {}
+    corr = np.corrcoef(accs.T)
+    r = float(np.clip(corr[np.triu_indices(k, 1)].mean(), 0.0, 1.0))
+    r_k = k * r / (1 + (k - 1) * r) if r > 0 else 0.0
+    return {"seed_pearson": r, "mean_reliability": r_k,
+            "predictor_ceiling_kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(r_k)))}

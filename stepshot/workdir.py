@@ -13,6 +13,9 @@ Layout of a work directory (the PersistentVolumeClaim in a cluster):
     snapshots/<stage>/{model.pt,manifest.json} immutable copy of the selected checkpoint
     eval/<tag>-predictions.json                predictions of `stepshot evaluate` (challenge format)
     eval/evaluations.json                      per predictions file: metrics, timing, protocol
+    eval/<stem>.parts/<pool key>/part-S-E.json checkpointed predictions of pool entries [S, E) (see
+                                               stepshot.pool): shards write them, the merge reads them
+    eval/<stem>-top.json                       the best architectures with params and MACs (--top)
     report.json                                `stepshot run`'s stage table as JSON
 
 Messages travel in the container's termination message (kubelet: at most 4096 bytes), so
@@ -25,13 +28,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from stepshot.errors import StepshotError
-from stepshot.spec import camel
+from stepshot.names import camel
+from stepshot.predictors import BASELINES
 
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_ENV = "STEPSHOT_TERMINATION_LOG"   # where a command writes its message (set in pods)
@@ -43,6 +48,29 @@ EVALUATIONS = "evaluations.json"
 def evaluations_file(predictions: Path) -> Path:
     """The evaluation report beside a predictions file (one entry per predictions file)."""
     return predictions.parent / EVALUATIONS
+
+
+PART_RE = re.compile(r"^part-(\d{7,})-(\d{7,})\.json$")
+
+
+def prediction_parts(predictions: Path, key: str) -> Path:
+    """The parts of a pool's predictions file, per pool key (stepshot.pool)."""
+    return predictions.parent / f"{predictions.stem}.parts" / key
+
+
+def part_file(parts: Path, start: int, end: int) -> Path:
+    return parts / f"part-{start:07d}-{end:07d}.json"
+
+
+def part_span(name: str) -> tuple[int, int] | None:
+    """(start, end) of a part file's name; None for anything else (temp files)."""
+    m = PART_RE.match(name)
+    return (int(m.group(1)), int(m.group(2))) if m and int(m.group(1)) < int(m.group(2)) else None
+
+
+def top_file(predictions: Path) -> Path:
+    """The top-k ranking beside a predictions file."""
+    return predictions.parent / f"{predictions.stem}-top.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,9 @@ class Layout:
 
     def predictions(self, tag: str) -> Path:
         return self.eval_dir() / f"{tag}-predictions.json"
+
+    def prediction_parts(self, tag: str, key: str) -> Path:
+        return prediction_parts(self.predictions(tag), key)
 
     def run_report(self) -> Path:
         return self.root / "report.json"
@@ -145,21 +176,36 @@ class SnapshotResult:
 class EvaluationResult:
     """`stepshot evaluate`: the ranking correlation of the inherited-weight accuracies."""
 
-    n: int
+    n: int                             # architectures scored (with ground truth), else evaluated
     kendall_tau: float | None = None   # None when no ground truth is configured
     spearman: float | None = None
     pearson: float | None = None
+    evaluated: int | None = None       # architectures predicted (the pool)
+    scored: int | None = None          # of those, the ones with a ground truth (None: no ground truth)
+    baselines: dict[str, float] | None = None   # free baseline -> Kendall tau on the scored ones
+    prior_guided: dict | None = None   # {"proxy", "weight", "kendall_tau"}: spec.evaluation.prior
 
     def message(self) -> str:
         return json.dumps(asdict(self), allow_nan=False)
 
     def status(self) -> dict:
-        return _status_form(self)
+        out = _status_form(self)
+        if self.baselines is not None:    # names as the spec spells them (grad_norm), not camelCase
+            out["baselines"] = {k: round(v, STATUS_DECIMALS) for k, v in self.baselines.items()}
+        return out
+
+
+STATUS_DECIMALS = 4   # kubectl prints a number column as stored: 0.5383, not 0.5382611189082496
 
 
 def _status_form(result: Any) -> dict:
-    """The result as the resource's status shows it: camelCase keys (kendallTau), no nulls."""
-    return {camel(k): v for k, v in asdict(result).items() if v is not None}
+    """The result as the resource's status shows it: camelCase keys (kendallTau), no nulls,
+    correlations to STATUS_DECIMALS places (the work directory's files keep every digit)."""
+    def form(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {camel(k): form(v) for k, v in value.items() if v is not None}
+        return round(value, STATUS_DECIMALS) if isinstance(value, float) else value
+    return {camel(k): form(v) for k, v in asdict(result).items() if v is not None}
 
 
 def parse_snapshot(text: str) -> SnapshotResult:
@@ -178,7 +224,28 @@ def parse_evaluation(text: str) -> EvaluationResult:
     doc = _object(text, {f.name for f in fields(EvaluationResult)})
     return EvaluationResult(n=_integer(doc.get("n"), "n"),
                             **{k: _number(doc.get(k), k, optional=True)
-                               for k in ("kendall_tau", "spearman", "pearson")})
+                               for k in ("kendall_tau", "spearman", "pearson")},
+                            **{k: None if doc.get(k) is None else _integer(doc.get(k), k)
+                               for k in ("evaluated", "scored")},
+                            baselines=_baselines(doc.get("baselines")), prior_guided=_prior(doc.get("prior_guided")))
+
+
+def _baselines(value: Any) -> dict[str, float] | None:
+    """Untrusted: only the names stepshot.predictors defines, each with a finite tau."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= set(BASELINES):
+        raise MessageError(f"baselines: expected {{name: tau}} with names from {list(BASELINES)}")
+    return {k: _number(v, f"baselines.{k}") for k, v in value.items()}
+
+
+def _prior(value: Any) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("proxy") not in BASELINES:
+        raise MessageError(f"prior_guided: expected a proxy from {list(BASELINES)}")
+    return {"proxy": value["proxy"], "weight": _number(value.get("weight"), "prior_guided.weight"),
+            "kendall_tau": _number(value.get("kendall_tau"), "prior_guided.kendall_tau", optional=True)}
 
 
 def write_failure(text: str) -> None:

@@ -5,6 +5,7 @@ Equivalent to `kopf run -m stepshot_operator.handlers` with the operator's own f
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import kopf
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    if not (args.verbose or args.debug):
+        # The kubelet's liveness probe would be an INFO line every period (aiohttp's access
+        # log), burying the operator's own lines.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,

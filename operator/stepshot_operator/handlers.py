@@ -26,7 +26,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from stepshot import manifests
-from stepshot.manifests import Caps
+from stepshot.manifests import ClusterCaps
 from stepshot.names import config_map_name
 from stepshot.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -49,7 +49,7 @@ class _Entry:
 @dataclass
 class State:
     kube: k8s.Kube
-    caps: Caps
+    caps: ClusterCaps
     resync: float
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     ensured: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name) known to exist
@@ -90,7 +90,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     kube = k8s.Kube()
     extra = set(_names(os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "")))
     re.compile(os.environ.get("STEPSHOT_ALLOWED_IMAGES") or "")   # a bad pattern stops the operator at start
-    caps = Caps(**await asyncio.to_thread(kube.discover),
+    caps = ClusterCaps(**await asyncio.to_thread(kube.discover),
                 trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
                 trainer_pull_secrets=_names(os.environ.get("STEPSHOT_TRAINER_IMAGE_PULL_SECRETS", "")),
                 volume_types=manifests.SAFE_VOLUME_TYPES | extra,
@@ -249,8 +249,8 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     await asyncio.gather(*(asyncio.to_thread(kube.post_event, body, "Warning" if t.warning else "Normal",
                                              _event_reason(t), t.message) for t in transitions))
     for t in transitions:
-        if t.kind not in ("resource", "spec", "degraded"):
-            metrics.observe_transition(t.kind, t.new, t.seconds)
+        if t.subject not in ("resource", "spec", "degraded"):
+            metrics.observe_transition(t.subject, t.new, t.seconds)
     metrics.observe_resource(namespace, name, status)
     if result.delete:
         logger.info("ttlSecondsAfterFinished passed: deleting %s/%s", namespace, name)
@@ -258,9 +258,9 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
 
 
 def _event_reason(t: reconcile.Transition) -> str:
-    if t.kind == "degraded":
+    if t.subject == "degraded":
         return "ChildCreateFailed"
-    return {"resource": "Phase", "spec": ""}.get(t.kind, "Stage") + t.new
+    return {"resource": "Phase", "spec": ""}.get(t.subject, "Stage") + t.new
 
 
 def _owned(state: State, body: dict, jobs: dict[str, dict], logger: logging.Logger) -> dict[str, dict]:

@@ -1,7 +1,7 @@
 """The level-based state machine: (resource, observed children, now) -> (actions, status).
 
 Pure: no kopf, no API client. Every stage's state is derived from the Jobs that exist now
-(deterministic names from `stepshot.plan.job_name`), never from the resource's own status, so
+(deterministic names from `stepshot.names.job_name`), never from the resource's own status, so
 a restarted operator, a lost watch event or a 409 on the status write cannot make a stage run
 twice (kuberay#756). The previous status is read only for what the cluster may have forgotten
 since (pod termination messages: selected checkpoints, evaluation metrics), for condition
@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from stepshot import manifests
-from stepshot.manifests import Caps, Context
-from stepshot.names import config_map_name, job_name, snapshot_name
+from stepshot.errors import StepshotError
+from stepshot.manifests import ClusterCaps, Context
+from stepshot.names import config_map_name, merge_job_name, snapshot_name
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
@@ -50,7 +51,9 @@ class Observed:
 @dataclass(frozen=True)
 class Transition:
     stage: str
-    kind: str            # oneshot | fewshot | evaluate | resource
+    # What changed: a stage (oneshot | fewshot | evaluate, the `kind` label of the transition
+    # metric), the resource's phase (resource), its spec (spec) or its children (degraded).
+    subject: str
     old: str
     new: str
     message: str
@@ -58,7 +61,7 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        return self.new == FAILED or self.kind in ("spec", "degraded")
+        return self.new == FAILED or self.subject in ("spec", "degraded")
 
 
 @dataclass(frozen=True)
@@ -151,12 +154,28 @@ def _iso(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _stage_kind(stage: Stage) -> str:
+def _stage_category(stage: Stage) -> str:
+    """Which part of the method a stage is: the one-shot super-net, a few-shot step, the evaluation."""
     return "evaluate" if not stage.is_train else ("oneshot" if stage.step == 0 else "fewshot")
 
 
 def _what(stage: Stage) -> str:
     return stage.split.describe(stage.name) if stage.is_train else "evaluation"
+
+
+# The condition reason of a failed training stage, per split mode (stepshot.split_modes.MODES).
+TRAIN_FAILURE_REASONS = {"none": "StageFailed", "grouped": "StageFailed", "partitioned": "PartitionFailed",
+                         "continued": "StageFailed"}
+
+
+def _failure_reason(stage: Stage) -> str:
+    if not stage.is_train:
+        return "EvaluationFailed"
+    try:
+        return TRAIN_FAILURE_REASONS[stage.split.mode]
+    except KeyError:   # a mode added to the table but not here: a bug of ours, not the user's
+        raise StepshotError(f"stage {stage.name}: split mode {stage.split.mode!r} has no failure reason in the "
+                            f"operator (stepshot_operator.reconcile.TRAIN_FAILURE_REASONS)") from None
 
 
 def _compact(d: dict) -> dict:
@@ -274,7 +293,7 @@ class _Pass:
         return self.ctx.plan
 
 
-def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
+def reconcile(body: Mapping, observed: Observed, caps: ClusterCaps, now: datetime,
               current: Spec | SpecError | None = None) -> Result:
     """One pass. `current` is `load_resource(body)` when the caller already has it."""
     old = dict(body.get("status") or {})
@@ -302,7 +321,7 @@ def reconcile(body: Mapping, observed: Observed, caps: Caps, now: datetime,
     old_stages: Mapping[str, dict] = old.get("stages") or {}
     stages_status = {name: _stage_status(p.ctx, v, observed, old_stages.get(name) or {})
                      for name, v in p.views.items()}
-    result_metrics = (_result(observed, evaluation.jobs[0], parse_evaluation)
+    result_metrics = (_result(observed, evaluation.jobs[-1], parse_evaluation)
                       if evaluation.state == SUCCEEDED else None) or old.get("result")
     status = _status(p, stages_status, phase, failed, result_metrics, _suspension(suspended, waiting, held))
     status["conditions"].append(_spec_condition(edit, old, generation, now))
@@ -321,7 +340,7 @@ class _Refused:
     reason: str
 
 
-def _acted_on(body: Mapping, observed: Observed, caps: Caps,
+def _acted_on(body: Mapping, observed: Observed, caps: ClusterCaps,
               current: Spec | SpecError) -> tuple[Spec, Plan, str | None] | _Refused:
     """(spec, plan, edit message) to act on, or why the resource is Failed."""
     if observed.started_spec is None and started_spec_needed(current, observed.jobs) \
@@ -333,12 +352,9 @@ def _acted_on(body: Mapping, observed: Observed, caps: Caps,
                         "(the ConfigMap is then rebuilt) or create a new resource", "SpecLost")
     try:
         spec, edit = effective_spec(body, current, observed.started_spec)
-        if not spec.storage.get("claim_name"):
-            raise SpecError(["spec.storage.claimName: Required value: a cluster run needs a "
-                             "PersistentVolumeClaim for checkpoints and snapshots"])
-        forbidden = manifests.volume_errors(spec, caps) + manifests.image_errors(spec, caps)
-        if forbidden:
-            raise SpecError(forbidden)
+        refused = manifests.cluster_errors(spec, caps)
+        if refused:
+            raise SpecError(refused)
         return spec, build_plan(spec), edit
     except SpecError as exc:   # anything else is a bug of ours, not the user's: it propagates
         return _Refused("; ".join(exc.errors), "InvalidSpec")
@@ -349,14 +365,44 @@ def _views(p: _Pass) -> dict[str, _StageView]:
     old_stages: Mapping[str, dict] = p.old.get("stages") or {}
     views: dict[str, _StageView] = {}
     for stage in p.plan.stages:
-        names = (manifests.train_job_names(p.ctx, stage) if stage.is_train
-                 else [job_name(p.ctx.name, stage.name)])
+        names = manifests.train_job_names(p.ctx, stage) if stage.is_train else _eval_jobs(p.ctx, stage)
         view = _StageView(stage, names, _aggregate([job_state(p.observed.jobs.get(n)) for n in names]))
         if stage.is_train:
             view.snapshot = job_state(p.observed.jobs.get(snapshot_name(p.ctx.name, stage.name)))
-        _derive(view, p.observed, p.ctx.name, (old_stages.get(stage.name) or {}).get("message"))
+        old_stage = old_stages.get(stage.name) or {}
+        _derive(view, p.observed, p.ctx.name, old_stage.get("message"), old_stage.get("reason"))
         views[stage.name] = view
     return views
+
+
+def _eval_jobs(ctx: Context, stage: Stage) -> list[str]:
+    """The evaluation's Jobs: its shard Job(s) and, above one shard, the merge Job last (whose
+    result is the evaluation's)."""
+    sharded = ctx.spec.evaluation.shards > 1
+    return manifests.eval_job_names(ctx, stage) + ([merge_job_name(ctx.name, stage.name)] if sharded else [])
+
+
+def _more_eval_jobs(ctx: Context, view: _StageView, observed: Observed) -> list[dict]:
+    """A sharded evaluation under way: the next per-shard Jobs, at most evaluation.maxParallel
+    running at once (an Indexed Job limits itself), then the merge once every shard is done."""
+    shards, merge = view.jobs[:-1], view.jobs[-1]
+    states = [job_state(observed.jobs.get(n)) for n in shards]
+    if all(s == SUCCEEDED for s in states):
+        return [manifests.merge_job(ctx, view.stage)] if merge not in observed.jobs else []
+    running = sum(s in (ACTIVE, SUSPENDED) for s in states)
+    absent = [j for j in manifests.eval_jobs(ctx, view.stage) if j["metadata"]["name"] not in observed.jobs]
+    return absent[:max(0, ctx.spec.evaluation.max_parallel - running)]
+
+
+def _shards(ctx: Context, view: _StageView, observed: Observed) -> dict | None:
+    """Shard Jobs done of all (an Indexed Job counts its completed indexes), and the merge's state."""
+    total = ctx.spec.evaluation.shards
+    if view.stage.is_train or total == 1:
+        return None
+    shards = [observed.jobs.get(n) for n in view.jobs[:-1]]
+    done = (((shards[0] or {}).get("status") or {}).get("succeeded") or 0) if len(shards) == 1 else \
+        sum(job_state(j) == SUCCEEDED for j in shards)
+    return {"done": min(int(done), total), "total": total, "merge": job_state(observed.jobs.get(view.jobs[-1]))}
 
 
 def _with_shared_objects(p: _Pass, create: list[dict]) -> list[dict]:
@@ -368,7 +414,7 @@ def _with_shared_objects(p: _Pass, create: list[dict]) -> list[dict]:
     return [*([account] if account else []), manifests.spec_config_map(p.ctx), *create]
 
 
-def _suspend_resume(caps: Caps, observed: Observed, suspended: bool) -> tuple[list[str], list[str], list[str]]:
+def _suspend_resume(caps: ClusterCaps, observed: Observed, suspended: bool) -> tuple[list[str], list[str], list[str]]:
     """Jobs to suspend, Jobs to resume (only those the operator suspended), and Jobs held
     suspended by someone else (a queue manager waiting to admit them: theirs to resume)."""
     suspend, resume = [], []
@@ -413,16 +459,20 @@ def _stopped_siblings(views: Mapping[str, "_StageView"], observed: Observed) -> 
     return tuple(out)
 
 
-def _derive(view: _StageView, observed: Observed, resource: str, old_message: str | None) -> None:
+def _derive(view: _StageView, observed: Observed, resource: str, old_message: str | None,
+            old_reason: str | None = None) -> None:
     """The stage's state from its Jobs. A failure message is recomputed only while its pods'
-    terminations are observed (they are read once, then kept in status as `old_message`)."""
+    terminations are observed (they are read once, then kept in status as `old_message` and
+    `old_reason`)."""
     stage = view.stage
     if view.train == FAILED:
         job = next(observed.jobs[n] for n in view.jobs if job_state(observed.jobs.get(n)) == FAILED)
-        view.state, view.reason = FAILED, ("EvaluationFailed" if not stage.is_train else
-                                           "PartitionFailed" if stage.split.mode == "partitioned"
-                                           else "StageFailed")
+        view.state, view.reason = FAILED, _failure_reason(stage)
         view.failure = _failure_message(_what(stage), job, observed, old_message)
+        refused = _refused_input(observed, view.jobs)
+        if refused or (refused is None and old_reason == INVALID_INPUT):
+            view.reason = INVALID_INPUT
+            view.failure = _input_message(_what(stage), observed, view.jobs) or view.failure
     elif view.train == ABSENT and stage.is_train and view.snapshot == SUCCEEDED:
         view.state = SUCCEEDED   # its Job was deleted after the snapshot froze it: done, not rerun
     elif view.train == ABSENT:
@@ -440,6 +490,29 @@ def _derive(view: _StageView, observed: Observed, resource: str, old_message: st
                                         old_message)
     else:
         view.state = SNAPSHOTTING
+
+
+INVALID_INPUT = "InvalidInput"
+
+
+def _refused_input(observed: Observed, jobs: Sequence[str]) -> bool | None:
+    """Whether a container of the Jobs' pods exited with the bad-input code (the trainer's
+    preflight or any StepshotError); None: no termination observed (not read this pass)."""
+    terms = [t for job in jobs for t in observed.terminations.get(job, ())]
+    if not terms:
+        return None
+    return any(t.get("exitCode") == StepshotError.exit_code for t in terms)
+
+
+def _input_message(what: str, observed: Observed, jobs: Sequence[str]) -> str | None:
+    """The refused input, from the termination message the trainer wrote (every server
+    version has it; Jobs without podFailurePolicy (< 1.26) retried it until backoffLimit)."""
+    hits = [t for job in jobs for t in observed.terminations.get(job, ())
+            if t.get("exitCode") == StepshotError.exit_code and (t.get("message") or "").strip()]
+    if not hits:
+        return None
+    line = max(hits, key=lambda t: t.get("finishedAt") or "")["message"].strip().splitlines()[-1]
+    return f"{what} refused its input: {line.removeprefix('stepshot: error: ')[:900]}"
 
 
 def _failure_message(what: str, job: Mapping, observed: Observed, old_message: str | None) -> str:
@@ -478,6 +551,10 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
             create += [o for o in manifests.train_objects(ctx, view.stage)
                        if o["kind"] != "Job" or o["metadata"]["name"] not in observed.jobs]
 
+    for view in views.values():
+        if not view.stage.is_train and view.state == RUNNING and len(view.jobs) > 1:
+            create += _more_eval_jobs(ctx, view, observed)
+
     running_fewshot = sum(1 for v in views.values()
                           if v.stage.is_train and v.stage.step > 0 and v.state == RUNNING)
     budget = ctx.spec.few_shot.max_parallel - running_fewshot
@@ -496,7 +573,7 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
         else:
             if any(views[leaf].state != SUCCEEDED for leaf in plan.leaves):
                 continue
-            create.append(manifests.eval_job(ctx, stage))
+            create += manifests.eval_jobs(ctx, stage)[:ctx.spec.evaluation.max_parallel]
         starting.add(stage.name)
     return create, starting
 
@@ -509,11 +586,12 @@ def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mappi
     starts = [(j.get("status") or {}).get("startTime") for j in jobs]
     ends = [(j.get("status") or {}).get("completionTime") or _condition_time(j, "Failed") for j in jobs]
     entry = _compact({
-        "state": view.state, "kind": stage.kind, "step": stage.step, "partition": stage.partition,
+        "state": view.state, "kind": stage.task, "step": stage.step, "partition": stage.partition,
         "parent": stage.parent, "jobs": view.jobs,
         "startTime": min((s for s in starts if s), default=None),
         "completionTime": max(ends) if jobs and all(ends) else None,
-        "message": view.failure,
+        "message": view.failure, "reason": view.reason if view.state == FAILED else None,
+        "shards": _shards(ctx, view, observed),
     })
     if stage.is_train:
         snap_name = snapshot_name(ctx.name, stage.name)
@@ -651,7 +729,7 @@ def _transitions(plan: Plan, views: Mapping[str, _StageView], stages: Mapping[st
         message = views[stage.name].failure or f"stage {stage.name}: {before} -> {new}"
         if new == SUCCEEDED and entry.get("checkpoint"):
             message += f" (checkpoint epoch {entry['checkpoint'].get('epoch')})"
-        out.append(Transition(stage.name, _stage_kind(stage), before, new, message, seconds))
+        out.append(Transition(stage.name, _stage_category(stage), before, new, message, seconds))
     if phase != (old_phase or PENDING):
         message = next(c["message"] for c in status["conditions"] if c["type"] == phase) \
             if phase in CONDITION_TYPES else f"phase {phase}"
@@ -687,6 +765,9 @@ def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
     """Whether a finished Job's pod message is wanted and not yet recorded in status."""
     status = body.get("status") or {}
     stages = status.get("stages") or {}
+    # A sharded evaluation's result is the merge Job's message; its shards write none.
+    sharded = (((body.get("spec") or {}).get("evaluation") or {}).get("shards") or 1) > 1
+    result_component = "merge" if sharded else "evaluate"
     for name, job in jobs.items():
         state = job_state(job)
         component = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_COMPONENT)
@@ -697,6 +778,6 @@ def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
         if state == SUCCEEDED and component == "snapshot" and "checkpoint" not in (stages.get(stage) or {}) \
                 and not recorded:
             return True
-        if state == SUCCEEDED and component == "evaluate" and not status.get("result") and not recorded:
+        if state == SUCCEEDED and component == result_component and not status.get("result") and not recorded:
             return True
     return False

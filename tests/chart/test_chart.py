@@ -77,7 +77,8 @@ LINT_CASES = {
                                           "podMonitor": {"enabled": True}}},
     "cluster-all": {"rbac": {"mode": "cluster"}, "monitoring": {"podMonitor": {"enabled": True}}},
     "cluster-patterns": {"rbac": {"mode": "cluster"}, "watchNamespaces": ["team-*"]},
-    "gpu-cluster": {"monitoring": {"prometheusRule": {"enabled": True, "stalledMinutes": 45}},
+    "gpu-cluster": {"monitoring": {"prometheusRule": {"enabled": True, "stalledMinutes": 45},
+                                   "podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
                     "networkPolicy": {"enabled": True},
                     "trainer": {"imagePullSecrets": [{"name": "regcred"}]}},
     "minimal": {"rbac": {"crdWatch": False, "volumeSnapshots": False}, "dashboard": {"enabled": False},
@@ -116,6 +117,19 @@ def test_values_schema_is_generated_from_values_yaml():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-values-schema.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("monitors", [{"podMonitor": {"enabled": True}}, {"serviceMonitor": {"enabled": True}}])
+def test_alerts_without_both_monitors_are_refused(monitors, tmp_path):
+    """The PrometheusRule reads the operator's and the stage pods' series: without a monitor
+    StepshotRunStalled would see no progress and fire on every long stage."""
+    chart = tmp_path / "stepshot"
+    shutil.copytree(CHART, chart)
+    values = _deep_merge(yaml.safe_load((CHART / "values.yaml").read_text()),
+                         {"monitoring": {"prometheusRule": {"enabled": True}, **monitors}})
+    (chart / "values.yaml").write_text(yaml.safe_dump(values))
+    # values.schema.json's rule (helm lint does not evaluate the template's `fail`)
+    assert [m["Path"] for m in _lint(chart) if m["Severity"] == 3][:1] == ["values.yaml"]
 
 
 def test_lint_catches_template_errors(tmp_path):

@@ -275,9 +275,10 @@ def _queries(dash: dict) -> list[tuple[str, str]]:
 
 
 def test_chart_embeds_the_same_dashboard():
-    assert CHART_DASHBOARD.read_bytes() == DASHBOARD.read_bytes(), (
-        "charts/stepshot/dashboards/stepshot.json must be a copy of dashboards/stepshot.json: "
-        "cp dashboards/stepshot.json charts/stepshot/dashboards/")
+    # one definition: the chart's file (Helm reads only files inside the chart); the
+    # repository-root path is a link to it
+    assert DASHBOARD.is_symlink() and DASHBOARD.resolve() == CHART_DASHBOARD.resolve()
+    assert CHART_DASHBOARD.read_bytes() == DASHBOARD.read_bytes()
 
 
 def test_dashboard_shape():
@@ -366,6 +367,11 @@ REQUIRED_TOPICS = {
     "learning rate": (r"learning rate", "stepshot_trainer_learning_rate"),
     "kendall tau over time (final)": (r"tau", "stepshot_kendall_tau"),
     "kendall tau over time (selection)": (r"tau", "stepshot_trainer_selection_kendall_tau"),
+    "stage progress (steps done of planned)": (r"progress", "stepshot_trainer_planned_steps"),
+    "stage ETA": (r"ETA", "stepshot_trainer_steps_per_second"),
+    "data-loader wait": (r"data-loader", "stepshot_trainer_data_wait_seconds"),
+    "evaluation progress": (r"evaluation progress", "stepshot_trainer_evaluation_subnets_done"),
+    "snapshot progress": (r"snapshot progress", "stepshot_trainer_snapshot_written_bytes"),
 }
 
 
@@ -401,3 +407,28 @@ def test_trainer_exposition_passes_promtool():
             m.set(name, 1.0)
     m.loss("max", 0.5)
     assert promtool_lint(generate_latest(m.registry)) == ""
+
+
+# Every pod of a multi-node stage serves the trainer metrics (stepshot_trainer.metrics): the
+# per-pod rate is summed over pods, the figures every pod shares are never summed.
+PER_POD_RATES = {"stepshot_trainer_images_per_second"}
+
+
+def test_pod_aggregation_counts_each_image_once():
+    problems = []
+    for where, expr in _queries(_load()):
+        if where.startswith("variable"):
+            continue
+        for agg, metric in re.findall(r"\b(sum|max|min|avg)\s+by\s*\([^()]*\)\s*\((stepshot_trainer_\w+)", expr):
+            if (metric in PER_POD_RATES) != (agg == "sum"):
+                problems.append(f"{where}: {agg} over {metric}")
+        for metric in re.findall(r"(stepshot_trainer_\w+)\{", expr):
+            if not re.search(rf"\b(sum|max|min|avg)\s+by\s*\([^()]*\)\s*\({metric}\{{", expr):
+                problems.append(f"{where}: {metric} is not aggregated over the stage's pods")
+    assert not problems, "\n".join(problems)
+
+
+def test_stage_durations_do_not_depend_on_the_dashboard_range():
+    panel = next(p for p in _panels(_load()) if p["title"].startswith("Stage duration"))
+    for t in panel["targets"]:
+        assert "$__range" not in t["expr"] and "increase(" not in t["expr"], t["expr"]

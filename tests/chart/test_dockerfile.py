@@ -172,12 +172,12 @@ def test_copied_sources_exist_and_are_not_dockerignored():
 
 
 def test_modules_the_trainer_jobs_run_exist():
-    """The operator's Job builders run `python -m torch.distributed.run -m stepshot.cli ...`
-    and `python -m stepshot.cli snapshot|evaluate` in the trainer image."""
-    text = (ROOT / "stepshot" / "manifests.py").read_text()
-    modules = set(re.findall(r'"-m",\s*"([\w.]+)"', text))
-    assert "stepshot.cli" in modules
-    for module in modules:
+    """The operator's Job builders run `python -m stepshot_trainer.launch -m stepshot.cli train ...`
+    and `python -m stepshot.cli snapshot|evaluate` in the trainer image (stepshot/commands.py)."""
+    from stepshot import commands
+
+    assert {commands.CLI, commands.LAUNCHER} == {"stepshot.cli", "stepshot_trainer.launch"}
+    for module in (commands.CLI, commands.LAUNCHER):
         assert importlib.util.find_spec(module) is not None, module
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from stepshot import manifests, plan, spec
-from stepshot.manifests import Caps, Context
+from stepshot.manifests import ClusterCaps, Context
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["1.28.0", "1.31.0"]
@@ -22,7 +22,7 @@ def _objects(path: Path, version: tuple[int, int]) -> list[dict]:
     s = spec.load_file(path)
     if not s.storage.get("claim_name"):
         return []      # local-only examples (no claim): `stepshot render` is for cluster specs
-    caps = Caps(version=version, volume_snapshots=True, trainer_service_account="trainer",
+    caps = ClusterCaps(version=version, volume_snapshots=True, trainer_service_account="trainer",
                 trainer_pull_secrets=("regcred",), volume_types=manifests.SAFE_VOLUME_TYPES | {"hostPath"})
     ctx = Context(s, plan.build_plan(s), caps)
     return [manifests.trainer_service_account(ctx), *manifests.all_objects(ctx)]
@@ -44,7 +44,7 @@ def test_multi_node_fallback_and_gpu_scheduling_pass_strict_schemas():
     doc = yaml.safe_load((ROOT / "examples" / "imagenet-resnet48.yaml").read_text())
     s = spec.load(doc)
     for version in ((1, 20), (1, 31)):    # per-node Jobs (no Indexed Jobs), Indexed Job + podFailurePolicy
-        ctx = Context(s, plan.build_plan(s), Caps(version=version))
+        ctx = Context(s, plan.build_plan(s), ClusterCaps(version=version))
         for obj in manifests.all_objects(ctx):
             kubernetes_validate.validate(obj, "1.31.0", strict=True)
 
@@ -58,3 +58,16 @@ def test_embedded_core_types_are_generated_from_the_pinned_openapi():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-kube-types.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_sharded_evaluation_passes_strict_schemas():
+    """Shards as an Indexed Job (its index through the downward API) or one Job per shard, and the merge."""
+    doc = yaml.safe_load((ROOT / "examples" / "imagenet-resnet48.yaml").read_text())
+    doc["spec"].setdefault("evaluation", {}).update(shards=4, maxParallel=2)
+    s = spec.load(doc)
+    for version in ((1, 20), (1, 31)):
+        ctx = Context(s, plan.build_plan(s), ClusterCaps(version=version))
+        jobs = manifests.stage_objects(ctx, ctx.plan.stages[-1])
+        assert len(jobs) == (5 if version < (1, 22) else 2)
+        for obj in jobs:
+            kubernetes_validate.validate(obj, "1.31.0", strict=True)

@@ -1,14 +1,12 @@
-"""The pure manifest builders (stepshot.manifests) and the module layering."""
-import ast
+"""The pure manifest builders (stepshot.manifests)."""
 import copy
-from pathlib import Path
 
 import pytest
 
 from stepshot import manifests
 from stepshot import plan as planmod
 from stepshot import spec as specmod
-from stepshot.manifests import Caps, Context
+from stepshot.manifests import ClusterCaps, Context
 
 BASE = {
     "apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining",
@@ -22,7 +20,7 @@ BASE = {
 }
 
 
-def ctx(caps=Caps(), **spec):
+def ctx(caps=ClusterCaps(), **spec):
     doc = copy.deepcopy(BASE)
     doc["spec"].update(spec)
     s = specmod.load(doc)
@@ -68,7 +66,7 @@ def test_pods_are_non_root_read_only_and_without_api_token():
             assert not any("TOKEN" in e["name"] or "SECRET" in e["name"] for e in container["env"])
     [job] = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert pod(job)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    ev = manifests.eval_job(c, c.plan.stage("eval"))
+    ev = manifests.eval_jobs(c, c.plan.stage("eval"))[0]
     assert pod(ev)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert env(pod(ev)["containers"][0])["STEPSHOT_TERMINATION_LOG"] == "/dev/termination-log"
 
@@ -96,7 +94,7 @@ def test_multi_node_uses_an_indexed_job_and_headless_service():
 
 
 def test_multi_node_without_indexed_jobs_falls_back_to_one_job_per_rank():
-    c = ctx(caps=Caps(version=(1, 20)), resources={"nodes": 2})
+    c = ctx(caps=ClusterCaps(version=(1, 20)), resources={"nodes": 2})
     service, *jobs = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert [j["metadata"]["name"] for j in jobs] == ["demo-oneshot-0", "demo-oneshot-1"]
     assert manifests.train_job_names(c, c.plan.stage("oneshot")) == ["demo-oneshot-0", "demo-oneshot-1"]
@@ -117,7 +115,7 @@ def test_suspend_is_propagated_and_marked_as_the_operators():
 
 
 def test_snapshot_step_and_volume_snapshot():
-    c = ctx(caps=Caps(volume_snapshots=True), storage={"claimName": "work", "volumeSnapshotClassName": "csi"})
+    c = ctx(caps=ClusterCaps(volume_snapshots=True), storage={"claimName": "work", "volumeSnapshotClassName": "csi"})
     stage = c.plan.stage("s4w0")
     objs = manifests.stage_objects(c, stage)
     assert [o["kind"] for o in objs] == ["Job", "Job", "VolumeSnapshot"]
@@ -127,9 +125,9 @@ def test_snapshot_step_and_volume_snapshot():
         "snapshot", manifests.SPEC_FILE, "--stage", "s4w0", "--workdir", "/workdir"]
     assert snap["metadata"]["labels"][manifests.LABEL_PARTITION] == "s4w0"
     assert objs[2]["spec"] == {"source": {"persistentVolumeClaimName": "work"}, "volumeSnapshotClassName": "csi"}
-    assert not manifests.wants_volume_snapshot(ctx(caps=Caps(volume_snapshots=False)))
+    assert not manifests.wants_volume_snapshot(ctx(caps=ClusterCaps(volume_snapshots=False)))
     assert not manifests.wants_volume_snapshot(
-        ctx(caps=Caps(volume_snapshots=True), storage={"claimName": "w", "snapshot": "copy"}))
+        ctx(caps=ClusterCaps(volume_snapshots=True), storage={"claimName": "w", "snapshot": "copy"}))
 
 
 def test_config_map_round_trips_the_spec():
@@ -157,45 +155,10 @@ def test_render_prints_every_stage(capsys):
     assert {d["metadata"]["namespace"] for d in docs} == {"team"}
 
 
-ROOT = Path(__file__).resolve().parents[2]
-PKG = ROOT / "operator" / "stepshot_operator"
-# module -> modules of the package (and third-party roots) it must not import
-FORBIDDEN = {
-    "reconcile": {"handlers", "k8s", "metrics", "kopf", "kubernetes"},
-    "k8s": {"handlers", "reconcile", "metrics", "kopf"},
-    "metrics": {"handlers", "reconcile", "k8s", "kopf", "kubernetes"},
-}
-# The torch-free core points nowhere up: not into the operator, the trainer, or their libraries.
-CORE_FORBIDDEN = {"stepshot_operator", "stepshot_trainer", "torch", "kopf", "kubernetes"}
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add(node.module or "")
-            imported |= {f"{node.module}.{a.name}" for a in node.names}
-    return {p for name in imported for p in name.split(".")}
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "stepshot").glob("*.py")), ids=lambda p: p.name)
-def test_core_layering(path):
-    assert not _imports(path) & CORE_FORBIDDEN, f"{path.name} imports {_imports(path) & CORE_FORBIDDEN}"
-
-
-@pytest.mark.parametrize("module", sorted(FORBIDDEN))
-def test_layering(module):
-    parts = _imports(PKG / f"{module}.py")
-    assert not parts & FORBIDDEN[module] - {module}, f"{module} imports {parts & FORBIDDEN[module]}"
-
-
 def test_stage_pods_use_the_trainer_service_account_without_a_token():
     s = specmod.load({"metadata": {"name": "sa"}, "spec": {"space": "resnet48-fmnist",
                                                             "dataset": {"kind": "fashion-mnist"}}})
-    ctx = Context(s, planmod.build_plan(s), Caps(trainer_service_account="stepshot-trainer"))
+    ctx = Context(s, planmod.build_plan(s), ClusterCaps(trainer_service_account="stepshot-trainer"))
     for obj in manifests.all_objects(ctx):
         if obj["kind"] == "Job":
             pod = obj["spec"]["template"]["spec"]
@@ -209,7 +172,7 @@ def test_torch_threads_follow_the_pods_cpu_share(cpu, procs, threads):
     [job] = manifests.train_objects(c, c.plan.stage("oneshot"))
     assert env(pod(job)["containers"][0])["OMP_NUM_THREADS"] == threads
     c = ctx(evaluation={"resources": {"cpu": cpu}})   # the evaluation pod has its own size
-    container = pod(manifests.eval_job(c, c.plan.stages[-1]))["containers"][0]
+    container = pod(manifests.eval_jobs(c, c.plan.stages[-1])[0])["containers"][0]
     processes = int(container["command"][container["command"].index("--processes") + 1])
     # Its processes times their threads are its whole cores, no more and no fewer (8 CPUs with
     # the default 8Gi: 4 processes, as the memory allows, 2 threads each).
@@ -240,7 +203,7 @@ def _by_component(c):
 
 
 def test_scheduling_reaches_each_roles_jobs_and_pods():
-    c = ctx(caps=Caps(trainer_service_account="trainer"), scheduling=GPU_SCHEDULING)
+    c = ctx(caps=ClusterCaps(trainer_service_account="trainer"), scheduling=GPU_SCHEDULING)
     jobs = _by_component(c)
     train, snap, evaluation = pod(jobs["train"]), pod(jobs["snapshot"]), pod(jobs["evaluate"])
     toleration = GPU_SCHEDULING["tolerations"]
@@ -261,14 +224,14 @@ def test_scheduling_reaches_each_roles_jobs_and_pods():
 
 
 def test_trainer_account_carries_the_charts_pull_secrets():
-    c = ctx(caps=Caps(trainer_service_account="trainer", trainer_pull_secrets=("regcred",)))
+    c = ctx(caps=ClusterCaps(trainer_service_account="trainer", trainer_pull_secrets=("regcred",)))
     account = manifests.trainer_service_account(c)
     assert account["imagePullSecrets"] == [{"name": "regcred"}] and account["automountServiceAccountToken"] is False
 
 
 @pytest.mark.parametrize("version,policy", [((1, 20), False), ((1, 25), False), ((1, 26), True), ((1, 31), True)])
 def test_disruptions_do_not_count_against_backoff_where_served(version, policy):
-    c = ctx(caps=Caps(version=version))
+    c = ctx(caps=ClusterCaps(version=version))
     for job in _by_component(c).values():
         if not policy:
             assert "podFailurePolicy" not in job["spec"]
@@ -307,3 +270,18 @@ def test_evaluation_splits_architectures_over_its_cores_without_a_gpu():
     images = {"kind": "imagefolder", "path": "/data/imagenet"}
     assert _evaluation(**gpu, space="resnet48", dataset=images,
                        evaluation={"resources": {"cpu": "8", "memory": "64Gi"}}) == (1, "1")
+
+
+@pytest.mark.parametrize("port", [9400, 0])
+def test_every_stage_pod_declares_the_metrics_port(port):
+    """Training, snapshot and evaluation pods all serve their progress on spec.metricsPort
+    (the chart's PodMonitor selects the port by name); 0 declares none."""
+    c = ctx(metricsPort=port)
+    pods = [pod(o) for s in c.plan.stages for o in manifests.stage_objects(c, s) if o["kind"] == "Job"]
+    components = set()
+    for p in pods:
+        container = p["containers"][0]
+        want = [{"name": "metrics", "containerPort": port}] if port else []
+        assert [q for q in container.get("ports", []) if q["name"] == "metrics"] == want, container["name"]
+        components.add(container["name"])
+    assert components == {"trainer", "snapshot", "evaluate"}

@@ -1,7 +1,11 @@
 """The stage plan: what the operator, the local runner and render all derive from one spec."""
 import copy
 
+import pytest
+
 from stepshot import plan as planmod
+from stepshot import split_modes
+from stepshot.errors import StepshotError
 from stepshot.names import MAX_JOB_NAME, job_name, snapshot_name
 from stepshot import spec
 
@@ -66,4 +70,35 @@ def test_every_stage_carries_its_typed_split():
     leaf = parts.stage("s4w1-s3d0")
     assert leaf.split == planmod.Split("partitioned", partition="s4w1.s3d0") and leaf.partition == "s4w1.s3d0"
     assert leaf.split.describe(leaf.name) == "partition s4w1.s3d0 (stage s4w1-s3d0)"
-    assert set(planmod.SPLIT_MODES) == set(spec.SPEC_SCHEMA["properties"]["fewShot"]["properties"]["mode"]["enum"])
+
+
+def test_one_table_of_split_modes_feeds_the_schema_and_the_plan():
+    assert _mode_enum(spec.SPEC_SCHEMA) == list(split_modes.MODES)
+    assert set(planmod.STEP_RULES) == set(split_modes.MODES)
+    for name, mode in split_modes.MODES.items():
+        doc = copy.deepcopy(BASE)
+        doc["spec"]["fewShot"] = {"mode": name, "groups": [2, 3],
+                                  "steps": [{"dimension": "width", "stage": 4, "parts": 2}]}
+        s = spec.load(doc)
+        few_shot = [st for st in planmod.build_plan(s).stages if st.is_train and st.step > 0]
+        assert spec.stage_count(s.raw["spec"]) == 2 + len(few_shot) == 2 + mode.few_shot_stages(doc["spec"]["fewShot"], 99)
+        assert {st.split.mode for st in few_shot} <= {name}
+
+
+def _mode_enum(schema: dict) -> list:
+    return schema["properties"]["fewShot"]["properties"]["mode"]["enum"]
+
+
+def test_a_mode_added_to_the_table_without_a_step_rule_fails_loudly(monkeypatch):
+    """What adding a mode to stepshot.split_modes does (the schema's enum is built from the table
+    at import, so the test extends both); the plan has no rule for it and says so."""
+    monkeypatch.setitem(split_modes.MODES, "sliced", split_modes.SplitMode(
+        "sliced", "groups", lambda few, limit: len(few["groups"])))
+    monkeypatch.setitem(spec.SPEC_SCHEMA["properties"]["fewShot"]["properties"]["mode"], "enum",
+                        list(split_modes.MODES))
+    doc = copy.deepcopy(BASE)
+    doc["spec"]["fewShot"] = {"mode": "sliced", "groups": [2, 3]}
+    s = spec.load(doc)   # the table and the schema accept it ...
+    assert spec.stage_count(s.raw["spec"]) == 4
+    with pytest.raises(StepshotError, match="split mode 'sliced' has no step rule in the plan"):
+        planmod.build_plan(s)   # ... the plan refuses it instead of making no few-shot stages

@@ -1,12 +1,12 @@
 """Search spaces and arch codes (spec §1): widths, parsing, validation messages, sampling."""
+import dataclasses
 import random
-import subprocess
-import sys
 
 import pytest
 
-from stepshot.space import (CODES, SPACES, Arch, ArchError, complexity, get_space, make_divisible,
-                            parse_arch, sample_arch)
+from stepshot.partition import build_tree, route
+from stepshot.space import (CODES, SPACES, Arch, ArchError, SearchSpace, complexity, extreme_arch, get_space,
+                            make_divisible, parse_arch, register_space, sample_arch)
 
 R48 = get_space("resnet48")
 FM = get_space("resnet48-fmnist")
@@ -106,11 +106,11 @@ def test_wrong_length(code):
 
 def test_constructing_an_invalid_arch_raises():
     with pytest.raises(ArchError, match="^position 7 .*'2' differs from '1', the stem code"):
-        Arch("resnet48", (2, 2, 2, 2), 1, (((1, 2),) * 2, ((1, 1),) * 2, ((1, 1),) * 2, ((1, 1),) * 2))
+        Arch(R48, (2, 2, 2, 2), 1, (((1, 2),) * 2, ((1, 1),) * 2, ((1, 1),) * 2, ((1, 1),) * 2))
     with pytest.raises(ArchError, match="stage 1: 9 block codes for depth 9"):
-        Arch("resnet48", (9, 2, 2, 2), 1, (((1, 1),) * 9, ((1, 1),) * 2, ((1, 1),) * 2, ((1, 1),) * 2))
+        Arch(R48, (9, 2, 2, 2), 1, (((1, 1),) * 9, ((1, 1),) * 2, ((1, 1),) * 2, ((1, 1),) * 2))
     with pytest.raises(ArchError, match="stage 2: 1 block codes for depth 2"):
-        Arch("resnet48", (2, 2, 2, 2), 1, (((1, 1),) * 2, ((1, 1),), ((1, 1),) * 2, ((1, 1),) * 2))
+        Arch(R48, (2, 2, 2, 2), 1, (((1, 1),) * 2, ((1, 1),), ((1, 1),) * 2, ((1, 1),) * 2))
 
 
 def test_sample_arch_per_stage_ratio_codes():
@@ -141,7 +141,37 @@ def test_complexity_of_resnet48_max_matches_spec():
     assert abs(params - 34.0e6) < 0.1e6 and abs(macs - 5.28e9) < 0.01e9  # spec §1.3
 
 
-def test_core_modules_are_torch_free():
-    code = ("import sys, stepshot.space, stepshot.partition, stepshot.arch_cli; "
-            "assert 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_an_arch_holds_its_space_object_and_names_resolve_only_through_the_registry():
+    arch = parse_arch(EXAMPLE, "resnet48")
+    assert arch.space is R48 and SPACES["resnet48"] is R48
+    assert parse_arch(EXAMPLE, R48) == arch and hash(parse_arch(EXAMPLE, R48)) == hash(arch)
+    with pytest.raises(TypeError, match="must be a SearchSpace"):
+        Arch("resnet48", arch.depths, arch.stem_code, arch.codes)
+    assert register_space(R48) is R48     # registering the same space again is harmless
+    with pytest.raises(ValueError, match="already registered"):
+        register_space(dataclasses.replace(R48, num_classes=10))
+
+
+def test_the_stage_count_and_code_layout_come_from_the_space():
+    """A three-stage space (unregistered): codes, sampling, the sandwich ends and partitions
+    follow its shape, no four-stage assumption anywhere in the core."""
+    three = SearchSpace(name="three", in_channels=1, num_classes=10, resolution=28, train_resolutions=(28,),
+                        min_resolution=28, stem_kernel=3, stem_stride=2, stem_maxpool=False, stem_base=8,
+                        stage_bases=(8, 16, 32), strides=(1, 2, 2), depth_choices=((1, 2), (1, 2, 3), (2,)),
+                        max_depths=(2, 3, 2), divisor=1)
+    assert three.num_stages == 3 and three.code_len == 1 + 3 + 1 + 2 * 7
+    rng = random.Random(0)
+    for _ in range(50):
+        arch = sample_arch(three, rng)
+        assert len(arch.depths) == 3 and parse_arch(arch.encode(), three) == arch
+    top, bottom = extreme_arch(three, largest=True), extreme_arch(three, largest=False)
+    assert top.depths == (2, 3, 2) and bottom.depths == (1, 1, 2)
+    assert complexity(top)[0] > complexity(bottom)[0]
+    leaves = build_tree(three, [{"dimension": "width", "stage": 3, "parts": 2},
+                                {"dimension": "depth", "stage": 2, "parts": 3}])[-1]
+    assert len(leaves) == 6 and all(len(p.widths) == len(p.depths) == 3 for p in leaves)
+    assert route(top, leaves).contains(top)
+    with pytest.raises(ValueError, match="stage must be 1..3"):
+        build_tree(three, [{"dimension": "width", "stage": 4, "parts": 2}])
+    with pytest.raises(ArchError, match="expected 19"):
+        parse_arch(EXAMPLE, three)

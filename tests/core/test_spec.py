@@ -106,7 +106,8 @@ def test_crd_shape():
     assert status["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {"Phase": ".status.phase", "Stage": ".status.currentStage", "Progress": ".status.progress",
-                       "Tau": ".status.result.kendallTau", "Age": ".metadata.creationTimestamp"}
+                       "Tau": ".status.result.kendallTau", "Seen": ".status.observedGeneration",
+                       "Age": ".metadata.creationTimestamp"}
     yaml.safe_dump(crd)  # serialisable
 
 
@@ -227,3 +228,13 @@ def test_crd_yaml_survives_go_yaml_1_1():
 def test_specs_the_api_server_would_refuse_as_jobs_are_refused_first(patch, needle):
     errors = spec.validate(with_spec(**patch))
     assert any(needle in e for e in errors), errors
+
+
+@pytest.mark.parametrize("procs,gpus,ok", [(8, 4, False), (4, 4, True), (2, 4, True), (8, 0, True)])
+def test_processes_per_node_fit_the_gpus_per_node(procs, gpus, ok):
+    """Ranks beyond the node's GPUs would pick devices that do not exist; on CPUs (0 GPUs) any count."""
+    errors = spec.validate(with_spec(resources={"procsPerNode": procs, "gpusPerNode": gpus, "cpu": "16"}))
+    assert (errors == []) == ok, errors
+    assert ok or errors == [f"spec.resources.procsPerNode: Invalid value: {procs}: spec.resources.procsPerNode "
+                            f"in body should be at most "
+                            f"spec.resources.gpusPerNode ({gpus}): each process drives one GPU of its node"]

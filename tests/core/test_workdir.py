@@ -74,3 +74,12 @@ def test_write_failure_is_cut_to_what_the_kubelet_keeps(tmp_path, monkeypatch):
     workdir.write_failure("stepshot: error: " + "é" * 5000)
     text = (tmp_path / "term").read_text()
     assert text.startswith("stepshot: error: ") and len(text.encode()) <= workdir.MESSAGE_LIMIT
+
+
+def test_status_correlations_print_four_decimals_the_message_keeps_every_digit():
+    """`kubectl get sst` prints the Tau column as stored: 0.5383, not 0.5382611189082496."""
+    ev = EvaluationResult(n=64, kendall_tau=0.5382611189082496, spearman=-0.71234567, pearson=1.0)
+    assert ev.status() == {"n": 64, "kendallTau": 0.5383, "spearman": -0.7123, "pearson": 1.0}
+    assert workdir.parse_evaluation(ev.message()).kendall_tau == 0.5382611189082496
+    snap = SnapshotResult(**{**SNAP.__dict__, "kendall_tau": 0.123456789})
+    assert snap.status()["kendallTau"] == 0.1235

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import time
@@ -130,9 +131,11 @@ def test_grouped_run_succeeds_with_tau_checkpoints_events_and_metrics(operator):
     start = time.monotonic()
     apply(node, training(name, namespace))
 
-    metrics = wait_for(lambda: scrape_trainer(node, namespace, name), 300, "a training pod's /metrics", 0.25)
+    # the rates follow a 10 s window (stepshot_trainer.progress): wait for a scrape that has them
+    metrics = wait_for(lambda: (text := scrape_trainer(node, namespace, name)) and
+                       "stepshot_trainer_images_per_second{" in text and text, 300, "a training pod's rates", 0.25)
     assert 'stepshot_trainer_step{partition="root",stage="oneshot"}' in metrics
-    assert "stepshot_trainer_images_per_second" in metrics
+    assert 'stepshot_trainer_planned_steps{partition="root",stage="oneshot"}' in metrics
 
     body = wait_phase(node, namespace, name, 900)
     timing("grouped G=2 (2 train + 2 snapshot + 1 eval pods): apply -> Succeeded", time.monotonic() - start)
@@ -256,11 +259,16 @@ def test_a_failing_stage_fails_the_run_and_shows_its_log_tail(operator):
     status = body["status"]
     assert status["phase"] == "Failed" and status["stages"]["oneshot"]["state"] == "Failed"
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
-    assert failed["status"] == "True" and failed["reason"] == "StageFailed"
-    # The error itself, from the pod's termination message, not torchrun's traceback.
-    missing = "/data/fashion-mnist/train-images-idx3-ubyte.gz not found"
-    assert "BackoffLimitExceeded" in failed["message"] and f"last output: stepshot: error: Fashion-MNIST file {missing}" \
-        in failed["message"], failed
+    # The trainer's preflight refused the input: exit code 2 from the trainer container itself
+    # (stepshot_trainer.launch passes the worker's code through torchrun), and the status names
+    # the field and the folder from the pod's termination message (1.20: no podFailurePolicy).
+    assert failed["status"] == "True" and failed["reason"] == "InvalidInput", failed
+    missing = "spec.dataset.path: /data/fashion-mnist: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz"
+    assert failed["message"].startswith(f"stage oneshot refused its input: {missing}"), failed
+    assert status["stages"]["oneshot"]["reason"] == "InvalidInput"
+    [pod] = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/job={name}-oneshot")["items"]
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 2 and term["message"].startswith(f"stepshot: error: {missing}"), term
     assert missing in node.kubectl("logs", f"job/{name}-oneshot", "-n", namespace)
     assert "PhaseFailed" in event_reasons(node, namespace, name)
 
@@ -278,3 +286,48 @@ def test_deleting_the_resource_lets_the_garbage_collector_remove_its_children(op
     assert "kendallTau" in explained
     # The trainer ServiceAccount is the namespace's, not the resource's: it stays.
     assert node.get("serviceaccount", TRAINER_SA, "-n", namespace)["automountServiceAccountToken"] is False
+
+
+def test_sharded_evaluation_resumes_a_killed_shard_and_merges_the_unsharded_predictions(operator):
+    """evaluation.shards = 2 (one Job per shard on this 1.20 server, one at a time): a shard pod
+    SIGKILLed after its first parts is replaced and resumes without rewriting them; the merge
+    Job's predictions equal, byte for byte, one unsharded `stepshot evaluate` of the same
+    snapshots here (same torch build, one thread)."""
+    node, namespace, name = operator, f"nas-shards-{RUN}", "shards"
+    work = node.work_volume(namespace)
+    evaluation = {"shards": 2, "maxParallel": 1, "checkpointEvery": 4, "evalImages": 2000}
+    doc = training(name, namespace, evaluation=evaluation)
+    start = time.monotonic()
+    apply(node, doc)
+    parts = work / "eval" / "predictions.parts"
+
+    def first_shard_part_files():
+        pods = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/job={name}-eval-0")["items"]
+        running = [p for p in pods if (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("running")]
+        files = {p: p.stat().st_mtime_ns for p in parts.glob("*/part-*.json")}
+        return (running[0], files) if running and files else None
+    pod, before = wait_for(first_shard_part_files, 900, "shard 0 running with a part written", 0.25)
+    _kill_container(pod)
+
+    body = wait_phase(node, namespace, name, 900)
+    timing("sharded evaluation (2 train + 2 snapshot + 2 shard + 1 merge pods, 1 killed): apply -> Succeeded",
+           time.monotonic() - start)
+    assert_succeeded(node, body, work, ["oneshot", "g2"])
+    status = body["status"]
+    assert status["result"]["evaluated"] == 64 and status["result"]["scored"] == 64
+    assert status["stages"]["eval"]["shards"] == {"done": 2, "total": 2, "merge": "Succeeded"}
+    assert node.get("job", f"{name}-eval-0", "-n", namespace)["status"].get("failed") == 1
+    # The parts written before the kill were not evaluated (written) again.
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert len(list(parts.glob("*/part-*.json"))) == 64 // 4
+
+    local = dict(doc, spec={**doc["spec"], "dataset": {k: v for k, v in doc["spec"]["dataset"].items() if k != "volume"}})
+    local["spec"]["dataset"]["path"] = "/usr/share/datasets/fashion-mnist"
+    local["spec"]["evaluation"] = {**doc["spec"]["evaluation"],
+                                   "archs": str(ROOT / "benchmarks/archs/resnet48-fmnist-64.json"),
+                                   "groundTruth": str(ROOT / "benchmarks/groundtruth/resnet48-fmnist.json")}
+    (work / "local.yaml").write_text(yaml.safe_dump(local))
+    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "stepshot.cli", "evaluate", str(work / "local.yaml"),
+                    "--workdir", str(work), "--out", str(work / "eval/unsharded.json"), "--threads", "1",
+                    "--processes", "1"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (work / "eval/predictions.json").read_bytes() == (work / "eval/unsharded.json").read_bytes()

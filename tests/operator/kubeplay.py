@@ -49,6 +49,7 @@ class OperatorProcess:
             except OSError:
                 return False
         wait_for(alive, timeout, "operator liveness", interval=0.2)
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
         return self
 
     def stop(self, kill: bool = False) -> None:
@@ -109,14 +110,14 @@ class Training:
     def message_for(self, name: str) -> str | None:
         return result_message(self.jobs()[name]["spec"]["template"]["metadata"]["labels"])
 
-    def finish(self, name: str, ok: bool = True, message: str | None = None) -> float:
+    def finish(self, name: str, ok: bool = True, message: str | None = None, exit_code: int | None = None) -> float:
         """The kubelet's pod (with its termination message), then the Job's final status.
 
         Returns the monotonic time the Job status write began."""
         job = self.jobs()[name]
         message = message if message is not None else self.message_for(name)
         if message is not None:
-            terminated_pod(self.core, job, message, exit_code=0 if ok else 1)
+            terminated_pod(self.core, job, message, exit_code=exit_code if exit_code is not None else 0 if ok else 1)
         started = time.monotonic()
         finish_job(self.batch, self.namespace, name, ok)
         return started

@@ -225,3 +225,72 @@ def test_a_deleted_spec_config_map_is_rebuilt(apiserver, namespace, operator):
     assert "spec.yaml" in rebuilt[0].data and rebuilt[0].metadata.owner_references[0].name == "sst"
     assert t.run(["sst-oneshot"]) == []
     wait_for(lambda: t.status().get("phase") == "Succeeded", what="phase Succeeded")
+
+
+def test_liveness_probes_leave_the_log_to_the_operator(operator):
+    """The kubelet probes every few seconds: no line per probe at the default level."""
+    import urllib.request
+
+    for _ in range(3):
+        assert urllib.request.urlopen(operator.liveness, timeout=5).status == 200
+    assert "/healthz" not in operator.output() and "GET /" not in operator.output(), operator.output()
+
+
+def test_sharded_evaluation_fans_out_then_merges(apiserver, namespace, operator):
+    """evaluation.shards: an Indexed Job (parallelism maxParallel) where served, else one Job per
+    shard, maxParallel at a time (this 1.20 server); then the merge Job, whose result (evaluated /
+    scored) is the resource's; the shards' progress is in the status."""
+    from apiserver import finish_job, terminated_pod
+    from stepshot.workdir import EvaluationResult
+
+    doc = body()
+    doc["spec"]["fewShot"] = {"mode": "none"}
+    doc["spec"]["evaluation"] = {"shards": 3, "maxParallel": 2}
+    t = Training(apiserver, namespace, doc)
+    t.create()
+    for name in ("sst-oneshot", "sst-oneshot-snap"):
+        t.wait_jobs({name})
+        t.finish(name)
+    wait_for(lambda: {"sst-eval", "sst-eval-0"} & set(t.jobs()), what="the evaluation's Jobs")
+    if "sst-eval" in t.jobs():                                 # Indexed Jobs served
+        job = t.jobs()["sst-eval"]
+        assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == \
+            ("Indexed", 3, 2)
+        finish_job(t.batch, namespace, "sst-eval", True)
+        t.batch.patch_namespaced_job_status("sst-eval", namespace, {"status": {"succeeded": 3, "active": 0}})
+        shard_jobs = ["sst-eval"]
+    else:
+        t.wait_jobs({"sst-eval-0", "sst-eval-1"})
+        assert "sst-eval-2" not in t.jobs()                    # maxParallel shards at once
+        finish_job(t.batch, namespace, "sst-eval-0", True)
+        wait_for(lambda: t.status()["stages"]["eval"].get("shards", {}).get("done") == 1, what="1 of 3 shards done")
+        t.wait_jobs({"sst-eval-2"})
+        for name in ("sst-eval-1", "sst-eval-2"):
+            finish_job(t.batch, namespace, name, True)
+        shard_jobs = ["sst-eval-0", "sst-eval-1", "sst-eval-2"]
+    t.wait_jobs({"sst-eval-merge"})
+    merge = t.jobs()["sst-eval-merge"]
+    assert merge["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "--merge"
+    terminated_pod(t.core, merge, EvaluationResult(n=30, kendall_tau=0.42, evaluated=100, scored=30).message())
+    finish_job(t.batch, namespace, "sst-eval-merge", True)
+    status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
+    assert status["result"] == {"n": 30, "kendallTau": 0.42, "evaluated": 100, "scored": 30}
+    assert status["stages"]["eval"]["shards"] == {"done": 3, "total": 3, "merge": "Succeeded"}
+    assert status["stages"]["eval"]["jobs"] == shard_jobs + ["sst-eval-merge"]
+
+
+def test_a_first_stage_that_refuses_its_input_fails_the_run_as_invalid_input(apiserver, namespace, operator):
+    """The trainer's preflight exits 2 with one line as the pod's termination message (the 1.20
+    API server here has no podFailurePolicy: the Job fails by its backoff): the resource ends
+    Failed with reason InvalidInput and that line, in its status, its Failed condition and Events."""
+    t = Training(apiserver, namespace, body("input", **GROUPED))
+    t.create()
+    t.wait_jobs({"input-oneshot"})
+    line = "spec.dataset.path: /data/fashion-mnist: no such directory"
+    t.finish("input-oneshot", ok=False, message=f"stepshot: error: {line}\n", exit_code=2)
+    status = wait_for(lambda: (s := t.status()).get("phase") == "Failed" and s, what="phase Failed")
+    failed = _condition(status, "Failed")
+    assert failed["reason"] == status["stages"]["oneshot"]["reason"] == "InvalidInput"
+    assert failed["message"] == status["stages"]["oneshot"]["message"] == f"stage oneshot refused its input: {line}"
+    assert line in " ".join(_events(apiserver, namespace, "input").values())
+    assert set(t.jobs()) == {"input-oneshot"}                      # nothing else started

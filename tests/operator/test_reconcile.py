@@ -2,10 +2,15 @@
 import copy
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from stepshot import manifests
-from stepshot.manifests import Caps
-from stepshot.plan import build_plan
-from stepshot.spec import STATUS_SCHEMA, _check, load
+from stepshot.errors import StepshotError
+from stepshot.manifests import ClusterCaps
+from stepshot.plan import Split, Stage, build_plan
+from stepshot.split_modes import MODES, SplitMode
+from stepshot.spec import STATUS_SCHEMA, load
+from stepshot.spec.openapi import check as _check
 from stepshot.workdir import EvaluationResult, SnapshotResult
 from stepshot_operator import reconcile as rc
 
@@ -41,7 +46,7 @@ class Cluster:
     (a second create is AlreadyExists), reads it back when the handler would; the test plays
     the Job controller."""
 
-    def __init__(self, body, caps=Caps()):
+    def __init__(self, body, caps=ClusterCaps()):
         self.body, self.caps = body, caps
         self.jobs, self.terms, self.created, self.config_map = {}, {}, [], None
         self.reads = 0
@@ -81,10 +86,11 @@ class Cluster:
         if suspend and by_operator:
             annotations[manifests.ANNOTATION_SUSPENDED_BY] = manifests.SUSPENDED_BY_OPERATOR
 
-    def finish(self, name, ok=True, message=None):
+    def finish(self, name, ok=True, message=None, exit_code=None):
         self.jobs[name] = finished(self.jobs[name], ok)
         if message is not None:
-            self.terms[name] = [{"exitCode": 0 if ok else 1, "message": message, "finishedAt": "t"}]
+            code = exit_code if exit_code is not None else 0 if ok else 1
+            self.terms[name] = [{"exitCode": code, "message": message, "finishedAt": "t"}]
 
     def active(self):
         return sorted(n for n, j in self.jobs.items() if rc.job_state(j) == rc.ACTIVE)
@@ -165,12 +171,12 @@ def test_restart_idempotence_same_observation_same_actions():
     c.step()
     c.finish("demo-oneshot-snap")
     before = copy.deepcopy(c.body)
-    a = rc.reconcile(before, rc.Observed(c.jobs), Caps(), NOW)
-    b = rc.reconcile(before, rc.Observed(c.jobs), Caps(), NOW + timedelta(seconds=5))
+    a = rc.reconcile(before, rc.Observed(c.jobs), ClusterCaps(), NOW)
+    b = rc.reconcile(before, rc.Observed(c.jobs), ClusterCaps(), NOW + timedelta(seconds=5))
     assert [o["metadata"]["name"] for o in a.create] == [o["metadata"]["name"] for o in b.create]
     # an operator that lost its status (or never wrote it) derives the same from the Jobs
     fresh = dict(before, status={})
-    assert jobs_of(rc.reconcile(fresh, rc.Observed(c.jobs), Caps(), NOW)) == jobs_of(a)
+    assert jobs_of(rc.reconcile(fresh, rc.Observed(c.jobs), ClusterCaps(), NOW)) == jobs_of(a)
     c.step()
     assert jobs_of(c.step()) == []                                # once created, never again
 
@@ -201,7 +207,7 @@ def test_failed_partition_fails_the_resource_and_keeps_the_others():
 
 def test_suspend_stops_new_jobs_and_suspends_running_ones():
     body = resource(suspend=True)
-    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    r = rc.reconcile(body, rc.Observed(), ClusterCaps(), NOW)
     assert r.create == () and r.status["phase"] == "Suspended"
     c = Cluster(resource())
     c.step()
@@ -213,7 +219,7 @@ def test_suspend_stops_new_jobs_and_suspends_running_ones():
     r = c.step()
     assert r.resume == ("demo-oneshot",) and r.status["phase"] == "Running"
     # an API server without Job.spec.suspend (< 1.22) gets no patches that would be pruned
-    old = Cluster(resource(), caps=Caps(version=(1, 20)))
+    old = Cluster(resource(), caps=ClusterCaps(version=(1, 20)))
     old.step()
     old.body["spec"]["suspend"] = True
     assert old.step().suspend == ()
@@ -234,7 +240,7 @@ def test_grouped_chain_and_transition_events():
 
 
 def test_multi_node_fallback_stage_waits_for_every_rank_and_repairs_missing_jobs():
-    caps = Caps(version=(1, 20))
+    caps = ClusterCaps(version=(1, 20))
     c = Cluster(resource(resources={"nodes": 2}), caps)
     r = c.step()
     assert jobs_of(r) == ["demo-oneshot-0", "demo-oneshot-1"]
@@ -248,7 +254,7 @@ def test_multi_node_fallback_stage_waits_for_every_rank_and_repairs_missing_jobs
 
 def test_invalid_spec_is_failed_with_the_field():
     body = resource(storage={})
-    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    r = rc.reconcile(body, rc.Observed(), ClusterCaps(), NOW)
     cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
     assert r.status["phase"] == "Failed" and cond["reason"] == "InvalidSpec"
     assert "spec.storage.claimName" in cond["message"] and r.create == ()
@@ -257,7 +263,7 @@ def test_invalid_spec_is_failed_with_the_field():
 def test_a_cut_the_space_cannot_make_is_the_users_invalid_spec():
     body = resource(fewShot={"mode": "partitioned", "steps": [{"dimension": "width", "stage": 1, "parts": 3},
                                                                     {"dimension": "width", "stage": 1, "parts": 2}]})
-    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    r = rc.reconcile(body, rc.Observed(), ClusterCaps(), NOW)
     cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
     assert cond["reason"] == "InvalidSpec" and cond["message"].startswith("spec.fewShot.steps: Invalid value:")
     assert "cannot cut" in cond["message"] and r.create == ()
@@ -335,15 +341,15 @@ def test_edits_after_start_are_reported_not_half_applied():
     cond = _spec_condition(r.status)
     assert cond["status"] == "True" and cond["reason"] == "EditNotApplied" and cond["observedGeneration"] == 2
     assert "spec.fewShot.mode" in cond["message"] and "spec.fewShot.groups" in cond["message"]
-    [edit] = [t for t in r.transitions if t.kind == "spec"]
+    [edit] = [t for t in r.transitions if t.subject == "spec"]
     assert edit.warning and edit.new == "SpecChanged"
-    assert not [t for t in c.step().transitions if t.kind == "spec"]     # reported once
+    assert not [t for t in c.step().transitions if t.subject == "spec"]     # reported once
     c.finish("demo-oneshot")
     c.step()
     c.finish("demo-oneshot-snap")
     assert jobs_of(c.step()) == ["demo-s4w0", "demo-s4w1"]              # the partitioned plan it started with
     original = load(resource())
-    assert c.config_map["data"] == manifests.spec_config_map(manifests.Context(original, build_plan(original), Caps()))["data"]
+    assert c.config_map["data"] == manifests.spec_config_map(manifests.Context(original, build_plan(original), ClusterCaps()))["data"]
     c.body["spec"]["fewShot"] = copy.deepcopy(BASE["spec"]["fewShot"])  # edit undone
     r = c.step()
     assert _spec_condition(r.status)["status"] == "False" and c.reads > 0
@@ -380,7 +386,7 @@ def test_started_spec_is_read_only_after_an_edit():
 
 
 def test_trainer_service_account_is_ensured_with_the_first_jobs_and_owned_by_no_resource():
-    caps = Caps(trainer_service_account="stepshot-trainer")
+    caps = ClusterCaps(trainer_service_account="stepshot-trainer")
     r = rc.reconcile(resource(), rc.Observed(), caps, NOW)
     kinds = [o["kind"] for o in r.create]
     assert kinds[:3] == ["ServiceAccount", "ConfigMap", "Job"]
@@ -389,7 +395,7 @@ def test_trainer_service_account_is_ensured_with_the_first_jobs_and_owned_by_no_
     assert account["automountServiceAccountToken"] is False and "ownerReferences" not in account["metadata"]
     job = next(o for o in r.create if o["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "stepshot-trainer"
-    assert rc.reconcile(resource(), rc.Observed(), Caps(), NOW).create[0]["kind"] == "ConfigMap"
+    assert rc.reconcile(resource(), rc.Observed(), ClusterCaps(), NOW).create[0]["kind"] == "ConfigMap"
 
 
 def test_a_failed_stage_keeps_its_log_tail_once_the_pods_are_no_longer_read():
@@ -404,22 +410,44 @@ def test_a_failed_stage_keeps_its_log_tail_once_the_pods_are_no_longer_read():
     assert cond["message"] == first
 
 
+def test_a_stage_that_refuses_its_input_fails_the_run_as_invalid_input_naming_it():
+    """Exit code 2 (the trainer's preflight): reason InvalidInput and the input's own line, also
+    once the pods are no longer read; any other exit code stays StageFailed."""
+    c = Cluster(resource(fewShot={"mode": "grouped", "groups": [2]}))
+    c.step()
+    line = "spec.dataset.path: /data/fashion-mnist: no such directory"
+    c.finish("demo-oneshot", ok=False, message=f"stepshot: error: {line}", exit_code=2)
+    r = c.step()
+    stage, failed = r.status["stages"]["oneshot"], _cond(r.status, "Failed")
+    assert r.status["phase"] == "Failed" and stage["reason"] == failed["reason"] == "InvalidInput"
+    assert stage["message"] == failed["message"] == f"stage oneshot refused its input: {line}"
+    assert not rc_schema_errors(r.status)
+    assert not rc.terminations_needed(c.body, c.jobs)
+    r = c.step()
+    assert _cond(r.status, "Failed")["reason"] == "InvalidInput" and r.status["stages"]["oneshot"]["message"] == \
+        f"stage oneshot refused its input: {line}"
+    crashed = Cluster(resource(fewShot={"mode": "grouped", "groups": [2]}))
+    crashed.step()
+    crashed.finish("demo-oneshot", ok=False, message="RuntimeError: CUDA error", exit_code=1)
+    assert _cond(crashed.step().status, "Failed")["reason"] == "StageFailed"
+
+
 def test_data_volumes_that_reach_the_node_or_secrets_need_the_administrators_opt_in():
     body = resource(dataset={"kind": "fashion-mnist", "volume": {"hostPath": {"path": "/"}}})
-    r = rc.reconcile(body, rc.Observed(), Caps(), NOW)
+    r = rc.reconcile(body, rc.Observed(), ClusterCaps(), NOW)
     cond = {x["type"]: x for x in r.status["conditions"]}["Failed"]
     assert r.status["phase"] == "Failed" and cond["reason"] == "InvalidSpec" and r.create == ()
     assert cond["message"].startswith("spec.dataset.volume: Forbidden: volume type hostPath is not allowed")
     secret = resource(dataset={"kind": "fashion-mnist", "volume": {"secret": {"secretName": "creds"}}})
-    assert rc.reconcile(secret, rc.Observed(), Caps(), NOW).status["phase"] == "Failed"
+    assert rc.reconcile(secret, rc.Observed(), ClusterCaps(), NOW).status["phase"] == "Failed"
     two = resource(dataset={"kind": "fashion-mnist", "volume": {"nfs": {"server": "a", "path": "/"},
                                                                "csi": {"driver": "x"}}})
-    conds = {x["type"]: x for x in rc.reconcile(two, rc.Observed(), Caps(), NOW).status["conditions"]}
+    conds = {x["type"]: x for x in rc.reconcile(two, rc.Observed(), ClusterCaps(), NOW).status["conditions"]}
     assert "exactly one volume source" in conds["Failed"]["message"]
-    allowed = Caps(volume_types=manifests.SAFE_VOLUME_TYPES | {"hostPath"})
+    allowed = ClusterCaps(volume_types=manifests.SAFE_VOLUME_TYPES | {"hostPath"})
     assert rc.reconcile(body, rc.Observed(), allowed, NOW).status["phase"] == "Running"
     pvc = resource(dataset={"kind": "fashion-mnist", "volume": {"persistentVolumeClaim": {"claimName": "data"}}})
-    assert rc.reconcile(pvc, rc.Observed(), Caps(), NOW).status["phase"] == "Running"
+    assert rc.reconcile(pvc, rc.Observed(), ClusterCaps(), NOW).status["phase"] == "Running"
 
 
 def _cond(status, ctype):
@@ -460,7 +488,7 @@ def test_conditions_say_what_is_true():
 
 
 def test_a_failed_per_node_job_stops_its_sibling():
-    c = Cluster(resource(resources={"nodes": 2}), caps=Caps(version=(1, 20)))
+    c = Cluster(resource(resources={"nodes": 2}), caps=ClusterCaps(version=(1, 20)))
     r = c.step()
     assert jobs_of(r) == ["demo-oneshot-0", "demo-oneshot-1"]
     c.finish("demo-oneshot-1", ok=False)
@@ -503,10 +531,75 @@ def test_a_stage_frozen_by_its_snapshot_stays_done_when_its_job_is_deleted():
 
 
 def test_an_image_outside_the_allow_list_is_refused_naming_the_field():
-    caps = Caps(allowed_images=r"registry\.example\.com/ml/.*")
+    caps = ClusterCaps(allowed_images=r"registry\.example\.com/ml/.*")
     r = rc.reconcile(resource(), rc.Observed(), caps, NOW)
     failed = _cond(r.status, "Failed")
     assert r.status["phase"] == "Failed" and failed["reason"] == "InvalidSpec" and r.create == ()
     assert failed["message"].startswith("spec.image: Forbidden") and "trainer.allowedImages" in failed["message"]
     r = rc.reconcile(resource(image="registry.example.com/ml/stepshot-trainer:0.1.0"), rc.Observed(), caps, NOW)
     assert r.status["phase"] == "Running"
+
+
+def test_every_split_mode_has_a_failure_reason_and_an_unwired_one_fails_loudly(monkeypatch):
+    assert set(rc.TRAIN_FAILURE_REASONS) == set(MODES)
+    monkeypatch.setitem(MODES, "sliced", SplitMode("sliced", "groups", lambda few, limit: len(few["groups"])))
+    with pytest.raises(StepshotError, match="split mode 'sliced' has no failure reason in the operator"):
+        rc._failure_reason(Stage("x2", "train", 1, parent="oneshot", split=Split("sliced")))
+
+
+def _run_to_evaluation(c):
+    while not any(n.startswith("demo-eval") for n in c.jobs):
+        for name in c.active():
+            c.finish(name)
+        c.step()
+
+
+def test_sharded_evaluation_without_indexed_jobs_runs_max_parallel_shards_then_the_merge():
+    c = Cluster(resource(fewShot={"mode": "none"}, evaluation={"shards": 5, "maxParallel": 2}),
+                caps=ClusterCaps(version=(1, 20)))
+    c.step()
+    _run_to_evaluation(c)
+    assert c.active() == ["demo-eval-0", "demo-eval-1"]           # maxParallel shard Jobs at once
+    command = c.jobs["demo-eval-1"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--shard") + 1] == "1" and command[command.index("--shards") + 1] == "5"
+    stage = c.body["status"]["stages"]["eval"]
+    assert stage["state"] == "Running" and stage["shards"] == {"done": 0, "total": 5, "merge": "Absent"}
+    c.finish("demo-eval-0")
+    r = c.step()
+    assert jobs_of(r) == ["demo-eval-2"] and r.status["stages"]["eval"]["shards"]["done"] == 1
+    for name in ("demo-eval-1", "demo-eval-2"):
+        c.finish(name)
+    assert jobs_of(c.step()) == ["demo-eval-3", "demo-eval-4"]
+    c.finish("demo-eval-3"), c.finish("demo-eval-4")
+    r = c.step()
+    assert jobs_of(r) == ["demo-eval-merge"] and r.status["phase"] == "Running"
+    merge = r.create[-1]["spec"]["template"]["spec"]["containers"][0]
+    assert merge["command"][-1] == "--merge" and merge["resources"]["limits"].get("nvidia.com/gpu") is None
+    assert c.step().status["stages"]["eval"]["shards"] == {"done": 5, "total": 5, "merge": "Active"}
+    c.finish("demo-eval-merge", message=EvaluationResult(n=30, kendall_tau=0.5, evaluated=100, scored=30).message())
+    r = c.step()
+    assert r.status["phase"] == "Succeeded"
+    assert r.status["result"] == {"n": 30, "kendallTau": 0.5, "evaluated": 100, "scored": 30}
+    assert r.status["stages"]["eval"]["jobs"] == [f"demo-eval-{i}" for i in range(5)] + ["demo-eval-merge"]
+    assert c.step().create == () and len(c.created) == len(set(c.created))
+
+
+def test_sharded_evaluation_is_one_indexed_job_where_served_and_a_failed_merge_fails_it():
+    c = Cluster(resource(fewShot={"mode": "none"}, evaluation={"shards": 6, "maxParallel": 4}))
+    c.step()
+    _run_to_evaluation(c)
+    job = c.jobs["demo-eval"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == ("Indexed", 6, 4)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][container["command"].index("--shard") + 1] == "$(STEPSHOT_SHARD)"
+    assert {"name": "STEPSHOT_SHARD", "valueFrom": {"fieldRef": {"fieldPath": manifests.COMPLETION_INDEX}}} \
+        in container["env"]
+    c.jobs["demo-eval"] = dict(job, status={"succeeded": 3, "active": 3})
+    r = c.step()
+    assert jobs_of(r) == [] and r.status["stages"]["eval"]["shards"] == {"done": 3, "total": 6, "merge": "Absent"}
+    c.finish("demo-eval")
+    assert jobs_of(c.step()) == ["demo-eval-merge"]
+    c.finish("demo-eval-merge", ok=False, message="stepshot evaluate: error: 4 of 100 architectures not evaluated yet")
+    r = c.step()
+    assert r.status["phase"] == "Failed" and _cond(r.status, "Failed")["reason"] == "EvaluationFailed"
+    assert "not evaluated yet" in r.status["stages"]["eval"]["message"]

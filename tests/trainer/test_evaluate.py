@@ -6,7 +6,9 @@ import random
 import torch
 import yaml
 
-from stepshot import cli, workdir
+import pytest
+
+from stepshot import cli, predictors, workdir
 from stepshot.partition import build_tree
 from stepshot.space import get_space, sample_arch
 from stepshot.archsets import load_codes
@@ -98,6 +100,7 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     doc = json.loads(json.dumps(TINY))
     doc["spec"]["fewShot"] = {"mode": "none"}
     doc["spec"]["evaluation"]["groundTruth"] = "gt.json"              # relative to the YAML file
+    doc["spec"]["evaluation"]["prior"] = {"proxy": "macs", "weight": 1.0}   # all prior: MACs' own ranking
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"apiVersion": "stepshot.dev/v1alpha1",
                                                      "kind": "SupernetTraining", **doc}))
     work = tmp_path / "work"
@@ -131,3 +134,12 @@ def test_snapshot_and_evaluate_cli(tmp_path, monkeypatch):
     assert report["evaluations"]["predictions"]["timing"]["processes"] == 2
     term = (tmp_path / "term").read_text()
     assert len(term) < 4096 and json.loads(workdir.parse_evaluation(term).message()) == report["final"]
+    # Free baselines on the scored architectures; at weight 1 the prior-guided ranking is MACs'.
+    final = report["final"]
+    assert set(final["baselines"]) == set(predictors.BASELINES)
+    assert final["prior_guided"]["proxy"] == "macs"
+    assert final["prior_guided"]["kendall_tau"] == pytest.approx(final["baselines"]["macs"])
+    assert (work / "eval/baseline-scores.json").exists()      # the second evaluation reused the proxies
+    guided = json.loads((work / "eval/predictions-prior.json").read_text())
+    macs = predictors.complexity_scores(codes, get_space(SPACE))["macs"]
+    assert sorted(guided, key=guided.get) == sorted(codes, key=lambda c: (macs[c], c))

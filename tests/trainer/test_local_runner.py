@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from stepshot import local
+from stepshot import cpus, local
 from stepshot.cli import main
 from trainer_helpers import TINY, needs_fmnist, processes_mentioning
 
@@ -48,6 +48,10 @@ def test_run_resumes_and_never_reruns_finished_stages(tmp_path, capsys):
     assert protocol["eval_images"] == ev["evalImages"]
     assert protocol["calibration_images"] == ev["calibrationBatches"] * ev["calibrationBatchSize"]
     assert (work / "ranking.png").stat().st_size > 1000
+    # The free baselines stand beside the super-net, in the report and under the table.
+    assert set(report["final"]["baselines"]) == {"macs", "params", "synflow", "snip", "grad_norm", "naswot",
+                                                 "jacob_cov"}
+    assert len(report["final"]["ci95"]) == 2 and "(free baseline)" in out
     oneshot_ckpt = (work / "snapshots" / "oneshot" / "model.pt").stat().st_mtime_ns
 
     # A run killed during g2: its DONE marker and snapshot never got written.
@@ -63,12 +67,12 @@ def test_run_resumes_and_never_reruns_finished_stages(tmp_path, capsys):
 def test_thread_count_is_explicit_for_every_child(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert local.threads_per_process(None, procs=2) == 4     # the cores shared among a stage's processes
-    assert local.threads_per_process(None) == 8
+    assert cpus.threads_per_process(None, procs=2) == 4     # the cores shared among a stage's processes
+    assert cpus.threads_per_process(None) == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert local.threads_per_process(None, procs=2) == 3     # the caller's choice wins
-    assert local.threads_per_process(2, procs=2) == 2        # and --threads over both
-    assert local.threads_per_process(2, procs=2, cores=4) == 2
+    assert cpus.threads_per_process(None, procs=2) == 3     # the caller's choice wins
+    assert cpus.threads_per_process(2, procs=2) == 2        # and --threads over both
+    assert cpus.threads_per_process(2, procs=2, cores=4) == 2
     assert main(["run", "x.yaml", "--threads", "0"]) == 2
     assert main(["run", "x.yaml", "--cores", "0"]) == 2
 
@@ -77,12 +81,12 @@ def test_evaluation_splits_architectures_over_processes(monkeypatch):
     """Evaluation: one thread per process and a process per core, unless threads are asked for."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert local.evaluation_split(None) == (8, 1)
-    assert local.evaluation_split(None, cores=2) == (2, 1)     # a run's share of the machine
-    assert local.evaluation_split(2) == (4, 2)
-    assert local.evaluation_split(16) == (1, 16)
+    assert cpus.evaluation_split(None) == (8, 1)
+    assert cpus.evaluation_split(None, cores=2) == (2, 1)     # a run's share of the machine
+    assert cpus.evaluation_split(2) == (4, 2)
+    assert cpus.evaluation_split(16) == (1, 16)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")                 # an evaluation pod: its cores as threads
-    assert local.evaluation_split(None) == (1, 8)
+    assert cpus.evaluation_split(None) == (1, 8)
 
 
 def test_bad_yaml_gets_the_api_servers_field_errors(tmp_path, capsys):
@@ -122,3 +126,24 @@ def test_sigterm_checkpoints_stops_every_process_and_the_rerun_resumes(tmp_path)
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "resumed from preempted.pt (epoch 1, step" in rerun.stdout + rerun.stderr
+
+
+@needs_fmnist
+def test_run_in_evaluation_shards_gives_the_unsharded_predictions(tmp_path):
+    """spec.evaluation.shards: `stepshot run` evaluates the slices one after another and merges
+    them; the predictions are the unsharded run's, bit for bit."""
+    spec_file = write_spec(tmp_path)
+    work = tmp_path / "work"
+    local.run(spec_file, work, threads=1)
+    before = {p.name: p.read_bytes() for p in (work / "eval").glob("*-predictions.json")}
+    assert len(before) == 2                                          # everyStage: after each step
+    doc = yaml.safe_load(spec_file.read_text())
+    doc["spec"]["evaluation"].update(shards=3, checkpointEvery=1)
+    spec_file.write_text(yaml.safe_dump(doc))
+    shutil.rmtree(work / "eval")
+    results = local.run(spec_file, work, threads=1)
+    assert [r.status for r in results] == ["skipped", "skipped"] and results[-1].metrics["n"] == 4
+    assert {p.name: p.read_bytes() for p in (work / "eval").glob("*-predictions.json")} == before
+    parts = sorted(p.name for p in (work / "eval").glob("step1-predictions.parts/*/part-*.json"))
+    assert parts == ["part-0000000-0000001.json", "part-0000001-0000002.json", "part-0000002-0000003.json",
+                     "part-0000003-0000004.json"]

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from stepshot import manifests, plan
-from stepshot.manifests import Caps, Context
+from stepshot.commands import StageCommands
+from stepshot.manifests import ClusterCaps, Context
 from stepshot_trainer import checkpoint
 from trainer_helpers import TINY, free_port, needs_fmnist, processes_mentioning, tiny_spec
 
@@ -26,7 +27,7 @@ SPEC = {"dataset": {"trainLimit": 640}, "oneShot": {"epochs": 3}, "resources": {
 
 def _pod_env(spec) -> dict[str, str]:
     """The torchrun settings the operator gives each node's pod (PET_*), for this machine."""
-    ctx = Context(spec, plan.build_plan(spec), Caps())
+    ctx = Context(spec, plan.build_plan(spec), ClusterCaps())
     job = next(o for o in manifests.train_objects(ctx, ctx.plan.stage("oneshot")) if o["kind"] == "Job")
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
            if e["name"].startswith("PET_")}
@@ -38,8 +39,7 @@ def _pod_env(spec) -> dict[str, str]:
 def _nodes(spec_file: Path, workdir: Path, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
     env = {**os.environ, **env, "PET_RDZV_ENDPOINT": f"127.0.0.1:{free_port()}", "OMP_NUM_THREADS": "1",
            "STEPSHOT_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "-m", "stepshot.cli", "train", str(spec_file),
-               "--stage", "oneshot", "--workdir", str(workdir)]
+    command = StageCommands(sys.executable, str(spec_file), str(workdir)).train("oneshot")   # the pods' own
     return [subprocess.Popen(command, env=env, stdout=open(logs / f"node{i}.log", "w"), stderr=subprocess.STDOUT,
                              start_new_session=True) for i in range(2)]
 

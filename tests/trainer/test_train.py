@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from stepshot.errors import Preempted
 from stepshot.plan import build_plan
 from stepshot_trainer import checkpoint
-from stepshot_trainer.split import GroupedSuperNet
+from stepshot_trainer.grouped import GroupedSuperNet
 from stepshot_trainer.supernet import SuperNet
 from stepshot_trainer.train import Dist, StageTrainer, build_stage_model, lr_factor, select_epoch
 from trainer_helpers import free_port, jpeg_folder, needs_fmnist, tiny_spec
@@ -155,11 +155,16 @@ def test_metric_names_match_the_design():
     from stepshot_trainer.metrics import TrainerMetrics, metric_names
 
     assert metric_names() == sorted([
-        "stepshot_trainer_step", "stepshot_trainer_last_step_timestamp_seconds", "stepshot_trainer_epoch",
-        "stepshot_trainer_loss",
-        "stepshot_trainer_learning_rate", "stepshot_trainer_images_per_second",
-        "stepshot_trainer_selection_kendall_tau"])
+        "stepshot_trainer_step", "stepshot_trainer_planned_steps", "stepshot_trainer_last_step_timestamp_seconds",
+        "stepshot_trainer_last_progress_timestamp_seconds", "stepshot_trainer_epoch", "stepshot_trainer_loss",
+        "stepshot_trainer_learning_rate", "stepshot_trainer_images_per_second", "stepshot_trainer_steps_per_second",
+        "stepshot_trainer_data_wait_seconds", "stepshot_trainer_selection_kendall_tau",
+        "stepshot_trainer_evaluation_subnets", "stepshot_trainer_evaluation_subnets_done",
+        "stepshot_trainer_snapshot_size_bytes", "stepshot_trainer_snapshot_written_bytes"])
     m = TrainerMetrics("g2", "root", port=None)
+    for name in metric_names():
+        if name != "stepshot_trainer_loss":
+            m.set(name, 1.0)
     m.loss("max", 1.0)
     names = {s.name for fam in m.registry.collect() for s in fam.samples}
     assert names == set(metric_names())

@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import stat
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
+from stepshot.atomic import atomic_open, atomic_write
 from stepshot.errors import StepshotError
 from stepshot.workdir import SNAPSHOT_MANIFEST, SNAPSHOT_MODEL
 
@@ -32,27 +31,6 @@ class CheckpointError(StepshotError, RuntimeError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace (and fsync the directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
@@ -162,11 +140,15 @@ def prune(directory: Path, keep: int, protect: Iterable[Path] = ()) -> list[Path
 
 # --------------------------------------------------------------------------- snapshots
 
-def snapshot(src: Path, dst_dir: Path) -> Path:
+SNAPSHOT_CHUNK = 16 << 20   # bytes per write: progress is reported between chunks
+
+
+def snapshot(src: Path, dst_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """Immutable copy of a checkpoint's model weights + manifest (read-only files).
 
     Idempotent: an existing, valid snapshot of the same source is kept as is; a
     snapshot of a different source is an error (snapshots are never overwritten).
+    `progress(bytes written, size)` is called before the first chunk and after every chunk.
     """
     dst_dir = Path(dst_dir)
     state, manifest = load(src)
@@ -180,7 +162,13 @@ def snapshot(src: Path, dst_dir: Path) -> Path:
     torch.save({"model": state["model"]}, buf)
     data = buf.getvalue()
     readonly = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
-    atomic_write(dst_dir / SNAPSHOT_MODEL, data, readonly)
+    with atomic_open(dst_dir / SNAPSHOT_MODEL, readonly) as f:
+        for start in range(0, len(data), SNAPSHOT_CHUNK):
+            if progress is not None:
+                progress(start, len(data))
+            f.write(memoryview(data)[start:start + SNAPSHOT_CHUNK])
+    if progress is not None:
+        progress(len(data), len(data))
     write_json(dst_dir / SNAPSHOT_MANIFEST, {**manifest, **source, "sha256": sha256_bytes(data)}, readonly)
     return dst_dir / SNAPSHOT_MODEL
 

@@ -21,17 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from stepshot.dataload import PREFETCH
+from stepshot.datasets import FMNIST_FILES, IMAGE_EXTENSIONS  # the layout on disk (one definition)
 from stepshot.errors import StepshotError
+from stepshot.sizing import PREFETCH
+from stepshot.spec import Spec
 
 DEFAULT_FMNIST = "/usr/share/datasets/fashion-mnist"
-FMNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 class DataError(StepshotError, FileNotFoundError):
@@ -238,7 +235,7 @@ def _center(img, size: int):
 
 # --------------------------------------------------------------------------- sources from a spec
 
-def open_source(spec, split: str) -> ImageSource:
+def open_source(spec: Spec, split: str) -> ImageSource:
     """The train or eval split named by `spec.dataset` (paths relative to the YAML file)."""
     ds = spec.dataset
     root = spec.resolve(ds.path) if hasattr(spec, "resolve") else Path(ds.path)
@@ -444,6 +441,11 @@ def calibration_batches(source: ImageSource, batches: int, batch_size: int, seed
     `stream`: FixedBatches' device, workers and cache_bytes."""
     idx = _fixed_indices(source, batches * batch_size, seed, "calibration")
     return FixedBatches(source, idx, batch_size, labels=False, **stream)
+
+
+def proxy_batch(source: ImageSource, images: int, seed: int = 0, **stream: object) -> FixedBatches:
+    """One fixed labelled training minibatch, un-augmented: the zero-cost proxies' input."""
+    return FixedBatches(source, _fixed_indices(source, images, seed, "zerocost"), images, **stream)
 
 
 def eval_subset(source: ImageSource, images: int, batch_size: int, seed: int = 0, **stream: object) -> FixedBatches:

@@ -9,16 +9,20 @@ from pathlib import Path
 
 import torch
 
-from stepshot import correlate as corr, dataload
-from stepshot.archsets import challenge_format, load_codes, stratified_archs
+from stepshot import correlate as corr, pool, predictors, sizing
+from stepshot.archsets import challenge_format, load_codes, pool_entries, stratified_archs
 from stepshot.errors import StepshotError
-from stepshot.local import checked_count, evaluation_split
-from stepshot.plan import Plan, build_plan
+from stepshot.cpus import checked_count, evaluation_split
+from stepshot.plan import EVAL, Plan, Stage, build_plan
+from stepshot.preflight import check_inputs
+from stepshot.space import parse_arch
 from stepshot.spec import Spec, load_file
-from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, write_failure,
-                              write_message)
-from stepshot_trainer import checkpoint, data
-from stepshot_trainer.evaluate import Evaluator, Router, load_stage_model, predict, predict_in_processes
+from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, prediction_parts, top_file,
+                              write_failure, write_message)
+from stepshot_trainer import baselines, checkpoint, data
+from stepshot_trainer.evaluate import (Evaluator, Router, load_stage_model, predict_spans,
+                                       predict_spans_in_processes)
+from stepshot_trainer.metrics import TrainerMetrics
 from stepshot_trainer.provenance import provenance
 
 
@@ -61,6 +65,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     stage = plan.stage(args.stage)
     if not stage.is_train:
         raise StepshotError(f"stage {stage.name!r} is not a training stage")
+    if stage == plan.stages[0]:     # every input of the run, before the rendezvous and any training
+        check_inputs(spec, args.workdir)
     d = init_distributed()
     try:
         selected = train_stage(spec, plan, stage, args.workdir, d)
@@ -79,15 +85,27 @@ def register_snapshot(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_reported(_cmd_snapshot))
 
 
+def _role_metrics(spec: Spec, stage: Stage) -> TrainerMetrics:
+    """The snapshot and evaluation pods serve their progress on the stage pods' metrics port
+    (their manifests declare it, so the chart's PodMonitor scrapes them too)."""
+    return TrainerMetrics(stage.name, stage.partition, spec.get("metrics_port"))
+
+
 def _cmd_snapshot(args: argparse.Namespace) -> int:
-    _, plan = _load(args)
+    spec, plan = _load(args)
     stage = plan.stage(args.stage)
     layout = Layout(args.workdir)
     if not layout.done(stage.name).exists():
         raise StepshotError(f"stage {stage.name!r} has not finished ({layout.done(stage.name)} is missing)")
     selected = layout.read_selected(stage.name)
     source = layout.checkpoints(stage.name) / selected["file"]
-    checkpoint.snapshot(source, layout.snapshot(stage.name))  # verifies, or writes and hashes
+    metrics = _role_metrics(spec, stage)
+    try:  # verifies, or writes and hashes
+        checkpoint.snapshot(source, layout.snapshot(stage.name), progress=lambda done, size: (
+            metrics.set("stepshot_trainer_snapshot_size_bytes", size),
+            metrics.set("stepshot_trainer_snapshot_written_bytes", done)))
+    finally:
+        metrics.close()
     manifest = json.loads(layout.snapshot_manifest(stage.name).read_text())
     result = SnapshotResult(stage=stage.name, partition=stage.partition, epoch=selected["epoch"],
                             file=str(source.relative_to(layout.root)), sha256=manifest["sha256"],
@@ -115,6 +133,21 @@ def register_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="CPU only: split the architectures over N processes (default: the cores "
                              "divided by the threads); the same predictions, faster than threads")
+    parser.add_argument("--shard", type=int, default=0, metavar="I",
+                        help="evaluate slice I (0-based) of --shards equal contiguous slices of the architectures")
+    parser.add_argument("--shards", type=int, default=1, metavar="N",
+                        help="slices of the architectures (default 1); with N > 1 a shard writes its parts only and "
+                             "`--merge` writes the predictions once every shard is done")
+    parser.add_argument("--checkpoint-every", type=int, default=32, metavar="K",
+                        help="save the predictions every K architectures (default 32): a killed run resumes "
+                             "there, whatever --shards the rerun has")
+    parser.add_argument("--merge", action="store_true",
+                        help="evaluate nothing: merge the finished parts into the predictions file and score it")
+    parser.add_argument("--submission", type=Path,
+                        help='also write the challenge submission {"archN": {"arch": CODE, "acc": ACC}} '
+                             "(the pool's keys, order and codes; acc in percent)")
+    parser.add_argument("--top", type=int, default=None, metavar="K",
+                        help="also write the K best architectures with params and MACs (<predictions>-top.json)")
     parser.set_defaults(func=_reported(_cmd_evaluate))
 
 
@@ -133,8 +166,8 @@ def _batches(spec: Spec, device: str, share: int = 1) -> tuple[data.FixedBatches
     `share`: the evaluating processes sharing the host cache (no decode workers then: the
     processes are the split)."""
     ev = spec.evaluation
-    budget = dataload.evaluation_cache_bytes(spec) // share    # streamed to the device batch by batch
-    stream = {"device": torch.device(device), "workers": dataload.evaluation_workers(spec) if share == 1 else 0}
+    budget = sizing.evaluation_cache_bytes(spec) // share    # streamed to the device batch by batch
+    stream = {"device": torch.device(device), "workers": sizing.evaluation_workers(spec) if share == 1 else 0}
     calibration = data.calibration_batches(data.open_source(spec, "train"), ev.calibration_batches,
                                            ev.calibration_batch_size, seed=spec.training.seed,
                                            cache_bytes=budget, **stream)
@@ -162,53 +195,155 @@ def _split(args: argparse.Namespace, archs: int, cuda: bool) -> tuple[int, int |
     return max(1, min(archs, args.processes or processes)), threads
 
 
+def _pool_context(spec: Spec, workdir: Path, stages: list[str]) -> dict:
+    """What the predictions depend on besides the architectures (stepshot.pool.pool_key): the
+    snapshots by hash and the evaluation settings; not the machine (recorded per part)."""
+    layout, ev = Layout(workdir), spec.evaluation
+    snapshots = {}
+    for stage in stages:
+        try:
+            snapshots[stage] = json.loads(layout.snapshot_manifest(stage).read_text())["sha256"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise StepshotError(f"stage {stage!r} has no snapshot in {workdir}: {exc}") from exc
+    dataset = {k: v for k, v in spec.dataset.to_dict().items() if k != "path"}   # mounted elsewhere per machine
+    return {"snapshots": snapshots, "dataset": dataset, "seed": spec.training.seed,
+            "evaluation": {k: ev.get(k) for k in ("calibration_batches", "calibration_batch_size",
+                                                  "eval_images", "batch_size")}}
+
+
+def _truth(spec: Spec) -> dict[str, float] | None:
+    path = spec.resolve(spec.evaluation.get("ground_truth"))
+    if path is not None and not path.exists():
+        # Predictions stand on their own; a ground truth still being trained can come later.
+        print(f"warning: ground truth {path} not found: no correlation", file=sys.stderr)
+        return None
+    return corr.load_accuracies(path) if path is not None else None
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     spec, plan = _load(args)
+    for flag in ("--shards", "--checkpoint-every", "--top"):
+        checked_count(flag, getattr(args, flag[2:].replace("-", "_")))
     stages = args.stages.split(",") if args.stages else list(plan.leaves)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     archs = _archs(spec, args.archs)
-    processes, threads = _split(args, len(archs), cuda)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    recipe = (args.file.resolve(), args.workdir.resolve(), stages, device)
-    if processes > 1:
-        preds, timing = predict_in_processes(build_evaluator, (*recipe, processes), archs, spec.space,
-                                             processes, torch.get_num_threads(), log=True)
-        calibration, evalset = _batches(spec, device)     # for the protocol: the same images
-    else:
-        evaluator = build_evaluator(*recipe)
-        calibration, evalset = evaluator.calibration, evaluator.evalset
-        preds, timing = predict(evaluator.router, archs, spec.search_space, calibration, evalset, log=True)
+    for code in archs.values():   # every code checked before the first subnet; none kept
+        parse_arch(code, spec.search_space)
+    span = pool.shard_range(len(archs), args.shard, args.shards)
     out = args.out or args.workdir / "eval" / "predictions.json"
-    checkpoint.write_json(out, preds)
+    parts = prediction_parts(out, pool.pool_key(archs, _pool_context(spec, args.workdir, stages)))
+    timing = {"subnets": 0, "processes": 0}
+    if not args.merge:
+        timing = _evaluate_shard(args, spec, plan, archs, span, parts, stages, device, cuda)
+    if args.shards > 1 and not args.merge:
+        left = sum(len(r) for r in pool.missing(span, pool.finished_spans(parts)))
+        print(json.dumps({"shard": args.shard, "shards": args.shards, "archs": [span.start, span.stop],
+                          "done": len(span) - left, "parts": str(parts), "timing": timing}))
+        return 0
+    truth = _truth(spec)
+    merged = pool.merge(parts, _pool(spec, args.archs, archs), out, spec.search_space,
+                        truth_codes=set(truth or ()), submission=args.submission, top=args.top or 0,
+                        top_file=top_file(out) if args.top else None)
+    calibration, evalset = _batches(spec, device)     # lazy: for the protocol, the same images
     ev = spec.evaluation
     protocol = {"eval_images": evalset.images, "eval_seed": 0, "calibration_images": calibration.images,
                 "calibration_batch_size": ev.calibration_batch_size, "calibration_seed": spec.training.seed,
-                "bn_folded": True, "processes": processes, **provenance(torch.device(device))}
-    report = _report(spec, out, stages, preds, timing, protocol)
+                "bn_folded": True, **provenance(torch.device(device)),
+                # a merge evaluates nothing: the parts' own threads and devices are under "made"
+                **({"processes": timing["processes"]} if timing["processes"] else {})}
+    report = _report(out, stages, merged, truth, timing, protocol, parts, _free_baselines(spec, out, merged, truth))
     print(json.dumps({"predictions": str(out), **report["final"]}))
     return 0
 
 
-def _report(spec: Spec, out: Path, stages: list[str], preds: dict, timing: dict, protocol: dict) -> dict:
-    """Update the evaluation report beside `out` (one entry per predictions file) and the termination log."""
-    truth_path = spec.resolve(spec.evaluation.get("ground_truth"))
-    metrics = {"n": len(preds)}
-    if truth_path is not None and not truth_path.exists():
-        # Predictions stand on their own; a ground truth still being trained can come later.
-        print(f"warning: ground truth {truth_path} not found: no correlation", file=sys.stderr)
-    elif truth_path is not None:
-        full = corr.correlate(corr.accuracies(preds), corr.load_accuracies(truth_path))
+def _pool(spec: Spec, path: Path | None, archs: dict[str, str]) -> dict[str, str]:
+    """The pool's codes as written (a submission echoes them), else the codes evaluated."""
+    source = path or spec.resolve(spec.evaluation.get("archs")) or spec.resolve(spec.evaluation.get("ground_truth"))
+    return pool_entries(source) if source is not None else archs
+
+
+def _evaluate_shard(args: argparse.Namespace, spec: Spec, plan: Plan, archs: dict[str, str], span: range,
+                    parts: Path, stages: list[str], device: str, cuda: bool) -> dict:
+    """Evaluate what no part of this shard's slice covers yet, a part every --checkpoint-every
+    architectures; progress counts the slice, finished parts included."""
+    todo = pool.missing(span, pool.finished_spans(parts))
+    left = sum(len(r) for r in todo)
+    processes, threads = _split(args, max(1, left), cuda)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    # Several processes take parts in turn: small enough that the last ones finish together.
+    size = min(args.checkpoint_every, max(1, math.ceil(left / (4 * processes)))) if processes > 1 \
+        else args.checkpoint_every
+    spans = pool.chunks(todo, size)
+    made = provenance(torch.device(device))   # where these parts were made: the merge reports every kind
+    save = lambda s, preds, seconds: pool.write_part(parts, s, preds, seconds, made)  # noqa: E731
+    recipe = (args.file.resolve(), args.workdir.resolve(), stages, device)
+    metrics = _role_metrics(spec, plan.stage(EVAL))
+    metrics.set("stepshot_trainer_evaluation_subnets", len(span))
+    metrics.set("stepshot_trainer_evaluation_subnets_done", len(span) - left)
+    progress = lambda done, _total: metrics.set("stepshot_trainer_evaluation_subnets_done",  # noqa: E731
+                                                len(span) - left + done)
+    try:
+        if not spans:
+            return {"subnets": 0, "processes": 0}
+        if processes > 1:
+            return predict_spans_in_processes(build_evaluator, (*recipe, processes), archs, spans, spec.space, save,
+                                              processes, torch.get_num_threads(), log=True, progress=progress)
+        return predict_spans(build_evaluator(*recipe), archs, spans, spec.search_space, save, log=True,
+                             progress=progress)
+    finally:
+        metrics.close()
+
+
+def _free_baselines(spec: Spec, out: Path, merged: pool.Merged,
+                    truth: dict[str, float] | None) -> tuple[dict | None, dict | None]:
+    """(each free baseline's metrics on the scored architectures, the prior-guided ranking):
+    spec.evaluation.baselines and .prior. The prior-guided scores cover every evaluated
+    architecture and go to <predictions>-prior.json."""
+    ev = spec.evaluation
+    names = list(ev.baselines) if truth is not None else []
+    cache = out.parent / "baseline-scores.json"      # one computation per architecture, every stage
+    scored = baselines.scored(baselines.scores(spec, merged.scored, names, cache), truth) if names else None
+    if ev.prior.proxy == "none":
+        return scored, None
+    predicted = corr.load_accuracies(out)
+    prior = baselines.scores(spec, predicted, [ev.prior.proxy], cache)[ev.prior.proxy]
+    ranks = predictors.prior_guided(predicted, prior, ev.prior.weight)
+    guided_file = out.with_name(f"{out.stem}-prior.json")
+    checkpoint.write_json(guided_file, ranks)
+    tau = corr.correlate(ranks, truth)["kendall_tau"] if truth is not None else None
+    return scored, {"proxy": ev.prior.proxy, "weight": ev.prior.weight, "kendall_tau": tau,
+                    "predictions": guided_file.name}
+
+
+def _report(out: Path, stages: list[str], merged: pool.Merged, truth: dict[str, float] | None, timing: dict,
+            protocol: dict, parts: Path, free: tuple[dict | None, dict | None] = (None, None)) -> dict:
+    """Update the evaluation report beside `out` (one entry per predictions file) and the termination log;
+    `free`: the free baselines' metrics and the prior-guided ranking (_free_baselines)."""
+    metrics: dict = {"n": merged.evaluated}
+    if truth is not None:
+        full = corr.correlate(merged.scored, truth)
         metrics = {k: v for k, v in full.items() if k not in ("only_in_pred", "only_in_truth")}
-        metrics["missing"] = {"only_in_pred": len(full["only_in_pred"]), "only_in_truth": len(full["only_in_truth"])}
+        metrics["missing"] = {"only_in_pred": merged.evaluated - full["n"], "only_in_truth": len(full["only_in_truth"])}
+    base, guided = free
+    metrics.update({k: v for k, v in (("baselines", base), ("prior_guided", guided)) if v is not None})
     path = evaluations_file(out)
     report = json.loads(path.read_text()) if path.exists() else {"evaluations": {}}
-    # protocol: how the numbers were made (images, calibration, threads, device); they depend on it
-    report["evaluations"][out.stem] = {"stages": stages, "predictions": out.name, "timing": timing,
-                                       "protocol": protocol, **metrics}
+    # protocol: how the numbers were made (images, calibration, threads, device); they depend on it.
+    # timing: this invocation's evaluation; subnet_seconds: every part's, over shards and resumes.
+    report["evaluations"][out.stem] = {
+        "stages": stages, "predictions": out.name, "timing": timing, "protocol": protocol,
+        "evaluated": merged.evaluated, "subnet_seconds": round(merged.subnet_seconds, 3), "made": merged.made,
+        "parts": str(parts), **metrics}
     result = EvaluationResult(n=metrics["n"], **{k: _finite(metrics.get(k))
-                                                 for k in ("kendall_tau", "spearman", "pearson")})
+                                                 for k in ("kendall_tau", "spearman", "pearson")},
+                              evaluated=merged.evaluated, scored=None if truth is None else metrics["n"],
+                              baselines=None if base is None else {k: _finite(v["kendall_tau"]) for k, v in base.items()
+                                                                   if _finite(v["kendall_tau"]) is not None},
+                              prior_guided=None if guided is None else {
+                                  "proxy": guided["proxy"], "weight": guided["weight"],
+                                  "kendall_tau": _finite(guided["kendall_tau"])})
     report["final"] = json.loads(result.message())   # the files keep the message's snake_case keys
     checkpoint.write_json(path, report)
     write_message(result.message())

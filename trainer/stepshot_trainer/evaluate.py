@@ -11,11 +11,10 @@ when they fit), so the work per subnet is forward passes.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -27,11 +26,12 @@ from stepshot.partition import Partition, route
 from stepshot.space import Arch, SearchSpace, get_space, parse_arch
 from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint
-from stepshot_trainer.split import build_model
+from stepshot_trainer.grouped import build_model
 from stepshot_trainer.static import fold_batchnorm
 from stepshot_trainer.supernet import DynamicResNet
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]   # re-iterable: one pass per architecture
+Save = Callable[[range, dict, float], None]   # (pool span, its predictions, seconds): one checkpoint
 
 
 def load_stage_model(workdir: Path, stage: str, space: SearchSpace | str, *, dropout: float = 0.0,
@@ -103,25 +103,59 @@ def _log_progress(done: int, total: int, start: float) -> None:
 
 
 def _timing(out: dict, start: float, processes: int = 1) -> dict:
+    return _timing_of(len(out), start, processes)
+
+
+def _timing_of(subnets: int, start: float, processes: int = 1) -> dict:
     seconds = time.perf_counter() - start
-    return {"subnets": len(out), "seconds": round(seconds, 3), "processes": processes,
-            "subnets_per_second": round(len(out) / seconds, 3) if seconds > 0 else None}
+    return {"subnets": subnets, "seconds": round(seconds, 3), "processes": processes,
+            "subnets_per_second": round(subnets / seconds, 3) if seconds > 0 else None}
+
+
+Progress = Callable[[int, int], None]   # (subnets done, subnets in all), after every subnet
 
 
 def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
-            calibration: Iterable[torch.Tensor], evalset: Batches, *, log: bool = False) -> tuple[dict, dict]:
-    """(predictions in challenge format with `acc` in percent and `stage`, timing stats)."""
+            calibration: Iterable[torch.Tensor], evalset: Batches, *, log: bool = False,
+            progress: Progress | None = None) -> tuple[dict, dict]:
+    """(predictions in challenge format with `acc` in percent and `stage`, timing stats).
+
+    Each code is parsed when its turn comes: no per-architecture objects for the whole set."""
     sp = get_space(space)
-    parsed = {name: parse_arch(code, sp) for name, code in archs.items()}
     start = time.perf_counter()
     out = {}
-    for i, (name, arch) in enumerate(parsed.items(), 1):
+    for i, (name, code) in enumerate(archs.items(), 1):
+        arch = parse_arch(code, sp)
         stage = router.stage_for(arch)
         acc = arch_accuracy(router.models[stage], arch, calibration, evalset)
         out[name] = {"arch": arch.encode(), "acc": round(acc, 4), "stage": stage}
-        if log and (i % 25 == 0 or i == len(parsed)):
-            _log_progress(i, len(parsed), start)
+        if log and (i % 25 == 0 or i == len(archs)):
+            _log_progress(i, len(archs), start)
+        if progress is not None:
+            progress(i, len(archs))
     return out, _timing(out, start)
+
+
+def _span(names: list[str], archs: Mapping[str, str], span: range) -> dict[str, str]:
+    return {names[i]: archs[names[i]] for i in span}
+
+
+def predict_spans(evaluator: Evaluator, archs: Mapping[str, str], spans: list[range], space: SearchSpace | str,
+                  save: Save, *, log: bool = False, progress: Progress | None = None) -> dict:
+    """Evaluate the pool's `spans` (index ranges into `archs`, in order) and `save` each when it
+    is done: a kill loses at most the span in progress. Timing stats of this call."""
+    names, start, done = list(archs), time.perf_counter(), 0
+    total = sum(len(s) for s in spans)
+    for span in spans:
+        begun = time.perf_counter()
+        preds, _ = predict(evaluator.router, _span(names, archs, span), space, evaluator.calibration, evaluator.evalset)
+        save(span, preds, time.perf_counter() - begun)
+        done += len(span)
+        if log:
+            _log_progress(done, total, start)
+        if progress is not None:
+            progress(done, total)
+    return _timing_of(done, start)
 
 
 # One evaluator per worker process, built once by the pool's initializer.
@@ -134,28 +168,46 @@ def _start_worker(build: Callable[..., Evaluator], args: tuple, threads: int) ->
     _worker = build(*args)
 
 
-def _predict_part(archs: dict[str, str], space: str) -> dict:
+def _predict_part(archs: dict[str, str], space: str) -> tuple[dict, float]:
     assert _worker is not None, "worker not started"
-    return predict(_worker.router, archs, space, _worker.calibration, _worker.evalset)[0]
+    begun = time.perf_counter()
+    preds = predict(_worker.router, archs, space, _worker.calibration, _worker.evalset)[0]
+    return preds, time.perf_counter() - begun
 
 
-def predict_in_processes(build: Callable[..., Evaluator], args: tuple, archs: Mapping[str, str], space: str,
-                         processes: int, threads: int, *, log: bool = False) -> tuple[dict, dict]:
-    """predict() with the architectures split over `processes` processes of `threads` threads.
+def predict_spans_in_processes(build: Callable[..., Evaluator], args: tuple, archs: Mapping[str, str],
+                               spans: list[range], space: str, save: Save, processes: int, threads: int,
+                               *, log: bool = False, progress: Progress | None = None) -> dict:
+    """predict_spans() with the spans spread over `processes` processes of `threads` threads.
 
     Each process rebuilds the evaluator with `build(*args)` (a module-level function: the
-    processes are spawned, nothing is inherited) and takes small parts in turn, so a slow
-    architecture does not leave the others idle. Every architecture is evaluated exactly as
+    processes are spawned, nothing is inherited) and takes spans in turn, so a slow
+    architecture does not leave the others idle; at most two spans per process are queued,
+    so the parent holds a few spans, not the pool. Every architecture is evaluated exactly as
     in one process, so at equal threads the predictions are the same numbers."""
-    names = list(archs)
-    size = max(1, math.ceil(len(names) / (4 * processes)))
-    parts = [{n: archs[n] for n in names[i:i + size]} for i in range(0, len(names), size)]
-    start, done = time.perf_counter(), {}
+    names, start, done = list(archs), time.perf_counter(), 0
+    total, queue = sum(len(s) for s in spans), iter(spans)
+    pending: dict[Future, range] = {}
+
+    def submit() -> None:
+        span = next(queue, None)
+        if span is not None:
+            pending[pool.submit(_predict_part, _span(names, archs, span), space)] = span
+
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(build, args, threads)) as pool:
-        for future in as_completed([pool.submit(_predict_part, part, space) for part in parts]):
-            done.update(future.result())
+        for _ in range(2 * processes):
+            submit()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                span = pending.pop(future)
+                preds, seconds = future.result()
+                save(span, preds, seconds)
+                done += len(span)
+                submit()
             if log:
-                _log_progress(len(done), len(names), start)
-    out = {name: done[name] for name in names}   # the caller's order, whichever part finished first
-    return out, _timing(out, start, processes)
+                _log_progress(done, total, start)
+            if progress is not None:
+                progress(done, total)
+    return _timing_of(done, start, processes)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stepshot.archsets import load_codes
 from stepshot.errors import RunFailed, StepshotError
+from stepshot import uncertainty
 from stepshot.space import complexity, get_space, parse_arch
 
 
@@ -182,25 +183,10 @@ def summarize(codes: list[str], runs: dict[tuple[str, int], dict], seeds: list[i
 
 
 def predictor_ceiling(accs) -> dict:
-    """How well a *noise-free* predictor can rank against the mean over the seeds.
-
-    The seed-to-seed tau compares two noisy re-runs; a predictor is scored against the
-    k-seed mean, which is less noisy. Under a Gaussian model (true accuracy + independent
-    seed noise), the mean pairwise Pearson r between seeds gives the mean's reliability
-    r_k = k r / (1 + (k - 1) r) (Spearman-Brown); a predictor that knew the true accuracies
-    would correlate sqrt(r_k) with the mean, i.e. Kendall tau (2/pi) arcsin(sqrt(r_k)).
-    An estimate, not a bound: a predictor may land above it by chance."""
-    import numpy as np
-
-    k = accs.shape[1]
-    if k < 2 or len(accs) < 3:
-        return {}
-    corr = np.corrcoef(accs.T)
-    r = float(np.clip(corr[np.triu_indices(k, 1)].mean(), 0.0, 1.0))
-    r_k = k * r / (1 + (k - 1) * r) if r > 0 else 0.0
-    return {"seed_pearson": r, "mean_reliability": r_k,
-            "predictor_ceiling_kendall_tau": float(2 / np.pi * np.arcsin(np.sqrt(r_k))),
-            "seeds_needed": seeds_needed(r)}
+    """stepshot.uncertainty.predictor_ceiling (one definition: `stepshot run` reports it too),
+    with the seeds each target needs."""
+    out = uncertainty.predictor_ceiling(accs)
+    return {**out, "seeds_needed": seeds_needed(out["seed_pearson"])} if out else {}
 
 
 TARGET_TAU = 0.8  # the ground-truth quality a benchmark needs to tell methods apart (issue 3)

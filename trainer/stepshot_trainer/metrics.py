@@ -1,22 +1,57 @@
-"""Trainer Prometheus metrics (local rank 0 of every pod serves them), with exactly the names of
-docs/design.md. Every trainer pod declares the metrics port, so every pod serves it: node ranks
-come from the rendezvous, and a port no process listens on would be a down target."""
+"""Trainer Prometheus metrics, with exactly the names of docs/design.md.
+
+Every stage pod (training, snapshot, evaluation) declares the metrics port and local rank 0 of
+each pod serves it: node ranks come from the rendezvous, and a port no process listens on would
+be a down target. A series appears once its process sets it, so an evaluation pod exports only
+the evaluation figures and a training pod only the training ones.
+
+Aggregation across the pods of a multi-node stage: every pod exports the throughput of ITS OWN
+processes (`images_per_second`: its local ranks' images per second), and the dashboard sums
+over pods. Progress figures (step, planned steps, epoch, lr) are the same on every pod and the
+dashboard takes their max. Per-pod rates were chosen over "global rank 0 exports the all-ranks
+rate" because the sum stays right whichever pod the rendezvous made rank 0 (that changes on a
+group restart), a pod that stops being scraped shows as a drop instead of being hidden in a
+product, and a slow pod (loader-bound node) is visible in its own series.
+
+A short-lived pod (a snapshot, a small evaluation) may end between two scrapes, so its last
+figures would never reach Prometheus: a process that has been scraped before waits at exit
+until one scrape has seen its last update, at most STEPSHOT_METRICS_LINGER_SECONDS (default
+20 s, above the PodMonitor's 15 s interval; set explicitly, it waits even when never scraped).
+Nobody scraping (a local run without Prometheus) costs no wait.
+"""
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 LABELS = ("stage", "partition")
 _GAUGES = {
     "stepshot_trainer_step": "Optimizer steps done in this stage",
+    "stepshot_trainer_planned_steps": "Optimizer steps this stage trains in all (epochs x batches per epoch)",
     "stepshot_trainer_last_step_timestamp_seconds": "When the last optimizer step finished (Unix time)",
+    "stepshot_trainer_last_progress_timestamp_seconds":
+        "When this pod last made progress: started, a step, a subnet evaluated, a snapshot chunk (Unix time)",
     "stepshot_trainer_epoch": "Current epoch of this stage",
     "stepshot_trainer_learning_rate": "Base learning rate of the last step",
-    "stepshot_trainer_images_per_second": "Training throughput of the last epoch (all ranks)",
+    "stepshot_trainer_images_per_second": "Training images per second of this pod's processes over the last report window",
+    "stepshot_trainer_steps_per_second": "Optimizer steps per second over the last report window",
+    "stepshot_trainer_data_wait_seconds": "Mean time a step waited for its batch (data loader) over the last report window",
     "stepshot_trainer_selection_kendall_tau": "Kendall tau of the last checkpoint-selection round",
+    "stepshot_trainer_evaluation_subnets": "Subnets this evaluation ranks in all",
+    "stepshot_trainer_evaluation_subnets_done": "Subnets evaluated so far",
+    "stepshot_trainer_snapshot_size_bytes": "Size of the snapshot being written",
+    "stepshot_trainer_snapshot_written_bytes": "Bytes of the snapshot written so far",
 }
 LOSS = "stepshot_trainer_loss"
+LINGER_ENV = "STEPSHOT_METRICS_LINGER_SECONDS"
+DEFAULT_LINGER_SECONDS = 20.0
+# Setting one of these is progress: it moves stepshot_trainer_last_progress_timestamp_seconds.
+_PROGRESS = {"stepshot_trainer_step", "stepshot_trainer_evaluation_subnets_done",
+             "stepshot_trainer_snapshot_written_bytes"}
 
 
 def metric_names() -> list[str]:
@@ -24,17 +59,41 @@ def metric_names() -> list[str]:
     return sorted([*_GAUGES, LOSS])
 
 
+class _WatchedRegistry(CollectorRegistry):
+    """A registry that knows when it was last scraped (only the HTTP server collects it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scrapes, self.scraped_at = 0, 0.0
+        self.seen = threading.Condition()
+
+    def collect(self):
+        yield from super().collect()
+        with self.seen:
+            self.scrapes += 1
+            self.scraped_at = time.monotonic()
+            self.seen.notify_all()
+
+
+def linger_seconds(scraped: bool) -> float:
+    raw = os.environ.get(LINGER_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw else (DEFAULT_LINGER_SECONDS if scraped else 0.0)
+    except ValueError:
+        return DEFAULT_LINGER_SECONDS if scraped else 0.0
+
+
 class TrainerMetrics:
     """Gauges for one stage; `port` 0/None (or a non-zero local rank) records without serving."""
 
     def __init__(self, stage: str, partition: str, port: int | None = None, local_rank: int = 0):
-        self.registry = CollectorRegistry()
-        labels = {"stage": stage, "partition": partition}
-        self._gauges = {name: Gauge(name, doc, LABELS, registry=self.registry).labels(**labels)
-                        for name, doc in _GAUGES.items()}
+        self.registry = _WatchedRegistry()
+        self._updated_at = time.monotonic()
+        self._gauges = {name: Gauge(name, doc, LABELS, registry=self.registry) for name, doc in _GAUGES.items()}
         self._loss = Gauge(LOSS, "Last step's loss per sandwich member", (*LABELS, "member"),
                            registry=self.registry)
-        self._labels = labels
+        self._labels = {"stage": stage, "partition": partition}
+        self.progressed()   # a pod that is still loading counts from its start (the stall alert)
         self.server = None
         if port and local_rank == 0:
             try:
@@ -43,13 +102,28 @@ class TrainerMetrics:
                 print(f"metrics: cannot serve on port {port}: {exc}", file=sys.stderr)
 
     def set(self, name: str, value: float) -> None:
-        self._gauges[name].set(value)
+        self._gauges[name].labels(**self._labels).set(value)
+        self._updated_at = time.monotonic()
+        if name in _PROGRESS:
+            self.progressed()
+
+    def progressed(self) -> None:
+        self.set("stepshot_trainer_last_progress_timestamp_seconds", time.time())
 
     def loss(self, member: str, value: float) -> None:
         self._loss.labels(member=member, **self._labels).set(value)
+        self._updated_at = time.monotonic()
+
+    def linger(self) -> bool:
+        """Wait until a scrape saw the last update (see the module docstring); whether one did."""
+        reg = self.registry
+        with reg.seen:
+            return reg.seen.wait_for(lambda: reg.scraped_at > self._updated_at,
+                                     timeout=linger_seconds(reg.scrapes > 0))
 
     def close(self) -> None:
         if self.server is not None:
+            self.linger()
             server, _thread = self.server
             server.shutdown()
             server.server_close()

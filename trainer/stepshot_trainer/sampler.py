@@ -21,7 +21,7 @@ class SandwichSampler:
         self.space = get_space(space)
         self.partition = partition or Partition()
         self.random_subnets = random_subnets
-        self.ratio_codes = stage_ratio_codes(ratio_codes)
+        self.ratio_codes = stage_ratio_codes(ratio_codes, self.space.num_stages)
         self.seed = seed
         self.max_arch = self.partition.max_arch(self.space, self.ratio_codes)
         self.min_arch = self.partition.min_arch(self.space, self.ratio_codes)

@@ -27,7 +27,7 @@ from stepshot.space import CODES, Arch, SearchSpace, get_space, route_caps
 from stepshot_trainer.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_prefix, decays
 from stepshot_trainer.static import StaticResNet, resize
 
-Caps = tuple[tuple[int, ...], ...]  # per stage: ascending group caps (stage-out widths)
+WidthCaps = tuple[tuple[int, ...], ...]  # per stage: ascending group caps (stage-out widths)
 
 
 class DynamicStem(nn.Module):
@@ -73,7 +73,7 @@ def make_stage(space: SearchSpace, stage: int, cap: int) -> nn.ModuleList:
 class DynamicResNet(nn.Module):
     """Weight-sharing ResNet with per-stage groups; subclasses choose the caps."""
 
-    def __init__(self, space: SearchSpace | str, caps: Caps, *, dropout: float = 0.0,
+    def __init__(self, space: SearchSpace | str, caps: WidthCaps, *, dropout: float = 0.0,
                  zero_init_last_bn: bool = True) -> None:
         super().__init__()
         self.space = get_space(space)
@@ -82,7 +82,8 @@ class DynamicResNet(nn.Module):
         self.stem = DynamicStem(self.space)
         self.stages = nn.ModuleList(
             nn.ModuleList(make_stage(self.space, s, cap) for cap in stage_caps) for s, stage_caps in enumerate(caps))
-        self.heads = nn.ModuleList(DynamicLinear(cap, self.space.num_classes) for cap in caps[3])
+        # One classifier head per group of the last stage (a head is sampled exactly with it).
+        self.heads = nn.ModuleList(DynamicLinear(cap, self.space.num_classes) for cap in caps[self.space.last_stage])
         if zero_init_last_bn:
             for block in self.modules():
                 if isinstance(block, DynamicBlock):
@@ -91,8 +92,8 @@ class DynamicResNet(nn.Module):
 
     def set_active(self, arch: Arch, resolution: int | None = None, *, dropout: bool | None = None) -> None:
         """Select the subnet (and resolution; None = the space's). `dropout` None: only the max net."""
-        if arch.space != self.space.name:
-            raise ValueError(f"arch of space {arch.space!r} on a {self.space.name!r} super-net")
+        if arch.space != self.space:
+            raise ValueError(f"arch of space {arch.space.name!r} on a {self.space.name!r} super-net")
         self.arch = arch
         self.resolution = resolution or self.space.resolution
         self.groups_active = route_caps(self.caps, arch)
@@ -106,7 +107,7 @@ class DynamicResNet(nn.Module):
         x = x.mean((2, 3))
         if self.dropout_active and self.dropout > 0:
             x = F.dropout(x, self.dropout, self.training)
-        return self.heads[self.groups_active[3]](x)
+        return self.heads[self.groups_active[self.space.last_stage]](x)
 
     def extract(self, arch: Arch, resolution: int | None = None) -> StaticResNet:
         """Static subnet with copied (sliced) weights and BN buffers; no dropout.
@@ -117,7 +118,7 @@ class DynamicResNet(nn.Module):
         for s, g in enumerate(groups):
             for static_block, block in zip(net.stages[s], self.stages[s][g]):
                 copy_prefix(static_block, block)
-        copy_prefix(net.head, self.heads[groups[3]])
+        copy_prefix(net.head, self.heads[groups[self.space.last_stage]])
         return net.train(self.training)
 
     def lr_factors(self) -> tuple[tuple[float, ...], ...]:
@@ -130,8 +131,8 @@ class DynamicResNet(nn.Module):
         for s, groups in enumerate(self.stages):
             for g, blocks in enumerate(groups):
                 yield blocks, factors[s][g]
-        for g, head in enumerate(self.heads):  # a head is sampled exactly with its S4 group
-            yield head, factors[3][g]
+        for g, head in enumerate(self.heads):  # a head is sampled exactly with its last-stage group
+            yield head, factors[self.space.last_stage][g]
 
     def param_groups(self, base_lr: float, weight_decay: float, *, lr_scaling: bool = True) -> list[dict]:
         """Optimizer groups: lr = base_lr * lr_scale; weight decay on conv/FC weights only.
@@ -151,5 +152,5 @@ class SuperNet(DynamicResNet):
 
     def __init__(self, space: SearchSpace | str, *, dropout: float = 0.0, zero_init_last_bn: bool = True) -> None:
         sp = get_space(space)
-        caps = tuple((sp.stage_widths(s)[-1],) for s in range(4))
+        caps = tuple((sp.stage_widths(s)[-1],) for s in range(sp.num_stages))
         super().__init__(sp, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)

@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,18 +38,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from stepshot import dataload
+from stepshot import sizing
 from stepshot.correlate import correlate, load_accuracies
 from stepshot.errors import Preempted, StepshotError
 from stepshot.partition import Partition
+from stepshot.plan import Plan, Stage
 from stepshot.space import parse_arch
+from stepshot.spec import Spec
 from stepshot.archsets import load_codes
 from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint, data
 from stepshot_trainer.evaluate import arch_accuracy, load_stage_model
+from stepshot_trainer.grouped import GroupedSuperNet
 from stepshot_trainer.metrics import TrainerMetrics
+from stepshot_trainer.progress import StageProgress, log_seconds_from_env
 from stepshot_trainer.sampler import SandwichSampler
-from stepshot_trainer.split import GroupedSuperNet
 from stepshot_trainer.supernet import DynamicResNet, SuperNet
 
 WARMUP_START = 0.001  # warmup starts at 0.001 x lr (spec §3.1)
@@ -135,25 +139,39 @@ def set_rng_state(state: dict) -> None:
 
 # --------------------------------------------------------------------------- model per stage
 
-def build_stage_model(spec, stage, workdir: Path) -> DynamicResNet:
-    """oneshot: fresh SuperNet; grouped: split of the parent snapshot; partitioned and continued:
-    the parent's weights as they are (partitioned samples them inside its partition)."""
+def _split_into_groups(parent: DynamicResNet, stage: Stage) -> DynamicResNet:
+    """grouped: the parent's weights split into G groups per network stage (a grouped parent re-split)."""
+    if isinstance(parent, GroupedSuperNet):
+        return GroupedSuperNet.from_grouped(parent, stage.split.groups)
+    return GroupedSuperNet.from_supernet(parent, stage.split.groups)
+
+
+def _parent_as_is(parent: DynamicResNet, stage: Stage) -> DynamicResNet:
+    """partitioned (its sampler keeps to its partition) and continued: the parent's weights as they are."""
+    return parent
+
+
+# The starting model of a stage with a parent, per split mode (stepshot.split_modes.MODES).
+# "none" has no rule: its only training stage is the one-shot super-net, which has no parent.
+MODEL_RULES: dict[str, Callable[[DynamicResNet, Stage], DynamicResNet]] = {
+    "grouped": _split_into_groups, "partitioned": _parent_as_is, "continued": _parent_as_is}
+
+
+def build_stage_model(spec: Spec, stage: Stage, workdir: Path) -> DynamicResNet:
+    """oneshot: a fresh SuperNet; every other stage: its split mode's rule applied to the parent snapshot."""
     tr = spec.training
     if stage.parent is None:
         torch.manual_seed(data.derive_seed("init", tr.seed))
         return SuperNet(spec.search_space, dropout=tr.dropout, zero_init_last_bn=tr.zero_init_last_bn)
+    rule = MODEL_RULES.get(stage.split.mode)
+    if rule is None:   # before loading the parent: a mode nobody wired here must not train the parent on
+        raise StepshotError(f"stage {stage.name}: split mode {stage.split.mode!r} has no model rule in the "
+                            f"trainer (stepshot_trainer.train.MODEL_RULES: {sorted(MODEL_RULES)})")
     parent, _ = load_stage_model(workdir, stage.parent, spec.search_space, dropout=tr.dropout)
-    mode = stage.split.mode
-    if mode in ("partitioned", "continued"):
-        return parent
-    if mode == "grouped":
-        if isinstance(parent, GroupedSuperNet):
-            return GroupedSuperNet.from_grouped(parent, stage.split.groups)
-        return GroupedSuperNet.from_supernet(parent, stage.split.groups)
-    raise StepshotError(f"stage {stage.name}: split mode {mode!r} has no model rule in the trainer")
+    return rule(parent, stage)
 
 
-def stream_key(spec, stage) -> str:
+def stream_key(spec: Spec, stage: Stage) -> str:
     """What a stage's data order, subnet draws and dropout derive from besides the seed: its name,
     or (training.seedScope: step) its step, shared by the branches of a paired comparison."""
     return f"step{stage.step}" if spec.training.seed_scope == "step" else stage.name
@@ -164,21 +182,21 @@ def stream_key(spec, stage) -> str:
 class Selection:
     """Kendall tau of BN-recalibrated accuracies of reference archs vs their ground truth (spec §3.1)."""
 
-    def __init__(self, spec, device: torch.device):
+    def __init__(self, spec: Spec, device: torch.device):
         sel = spec.selection
         self.truth = load_accuracies(spec.resolve(sel.ground_truth))
         codes = load_codes(spec.resolve(sel.archs)).values()
         self.archs = [parse_arch(code, spec.search_space) for code in codes]
         bs = spec.training.batch_size
-        budget = dataload.selection_cache_bytes(spec)
-        stream = {"device": device, "workers": dataload.training_workers(spec)}
+        budget = sizing.selection_cache_bytes(spec)
+        stream = {"device": device, "workers": sizing.training_workers(spec)}
         self.calibration = data.calibration_batches(data.open_source(spec, "train"), sel.calibration_batches, bs,
                                                     seed=0, cache_bytes=budget, **stream)
         self.evalset = data.eval_subset(data.open_source(spec, "eval"), sel.eval_images, bs, seed=0,
                                         cache_bytes=budget - self.calibration.cached_bytes, **stream)
 
     @staticmethod
-    def enabled(spec) -> bool:
+    def enabled(spec: Spec) -> bool:
         return bool(spec.selection.get("archs") and spec.selection.get("ground_truth"))
 
     def score(self, model: DynamicResNet) -> float | None:
@@ -203,7 +221,7 @@ def _progress_enabled(d: Dist) -> bool:
 
 
 class StageTrainer:
-    def __init__(self, spec, stage, workdir: Path, partition: Partition | None = None, d: Dist | None = None):
+    def __init__(self, spec: Spec, stage: Stage, workdir: Path, partition: Partition | None = None, d: Dist | None = None):
         self.spec, self.stage, self.d = spec, stage, d or Dist()
         self.tr = spec.training
         self.layout = Layout(Path(workdir))
@@ -217,7 +235,7 @@ class StageTrainer:
         self.loader = data.TrainLoader(data.open_source(spec, "train"), self.tr.batch_size,
                                        seed=data.derive_seed("data", seed, self.stream),
                                        rank=self.d.rank, world_size=self.d.world_size,
-                                       workers=dataload.training_workers(spec), device=self.d.device)
+                                       workers=sizing.training_workers(spec), device=self.d.device)
         self.sampler = SandwichSampler(spec.search_space, partition=partition if stage.split.mode == "partitioned" else None,
                                        random_subnets=self.tr.random_subnets, ratio_codes=self.tr.ratio_codes,
                                        seed=data.derive_seed("sandwich", seed, self.stream))
@@ -233,6 +251,11 @@ class StageTrainer:
         self.taus: dict[int, float | None] = {}
         self.selection = Selection(spec, self.d.device) if self.d.main and Selection.enabled(spec) else None
         self.metrics = TrainerMetrics(stage.name, stage.partition, spec.get("metrics_port"), self.d.local_rank)
+        self.progress = StageProgress(self.metrics, stage.name, self.total_steps, stage.epochs, self.tr.batch_size,
+                                      local_ranks=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                                      world_size=self.d.world_size,
+                                      log=self.d.main and not _progress_enabled(self.d),  # a tty has the bar
+                                      log_seconds=log_seconds_from_env())
 
     # ---- one optimizer step
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -264,14 +287,17 @@ class StageTrainer:
     # ---- epochs
     def run_epoch(self) -> None:
         """The rest of the current epoch (all of it, unless resumed from a preemption)."""
-        start, losses = time.perf_counter(), {}
+        start, losses, lr = time.perf_counter(), {}, 0.0
         first = self.step - self.epoch * len(self.loader)
         bar = tqdm(total=len(self.loader), initial=first, leave=False, disable=not _progress_enabled(self.d),
                    desc=f"{self.stage.name} {self.epoch + 1}/{self.stage.epochs}")
+        self.progress.restart_windows()
+        waited = time.perf_counter()
         for x, y in self.loader.batches(self.epoch, start=first):
+            wait = time.perf_counter() - waited   # the data loader's share of this step
             losses = self.train_step(x.to(self.d.device, non_blocking=True), y.to(self.d.device, non_blocking=True))
-            self.metrics.set("stepshot_trainer_step", self.step)
-            self.metrics.set("stepshot_trainer_last_step_timestamp_seconds", time.time())
+            lr = self.stage.lr * lr_factor(self.step - 1, self.total_steps, self.warmup_steps)
+            self.progress.step(self.step, self.epoch, losses, lr, wait)
             bar.update()
             bar.set_postfix({m: f"{v:.3f}" for m, v in losses.items()})
             if self._stop_agreed():
@@ -279,7 +305,9 @@ class StageTrainer:
                 self.save_preempted()
                 raise Preempted(f"[{self.stage.name}] SIGTERM: checkpoint at step {self.step} written; "
                                 f"a new run resumes from it")
+            waited = time.perf_counter()
         bar.close()
+        self.progress.flush(self.epoch, losses, lr)   # an epoch shorter than the window still reports
         self.epoch += 1
         rate = (len(self.loader) - first) * self.tr.batch_size * self.d.world_size / (time.perf_counter() - start)
         self._report(losses, rate, time.perf_counter() - start)
@@ -294,8 +322,9 @@ class StageTrainer:
 
     def _report(self, losses: dict[str, float], rate: float, seconds: float) -> None:
         lr = self.stage.lr * lr_factor(self.step - 1, self.total_steps, self.warmup_steps)
-        for name, value in (("step", self.step), ("epoch", self.epoch), ("learning_rate", lr),
-                            ("images_per_second", rate)):
+        # images/s stays the progress window's per-pod figure (the dashboard sums pods); this
+        # epoch line reports all ranks' rate
+        for name, value in (("step", self.step), ("epoch", self.epoch), ("learning_rate", lr)):
             self.metrics.set(f"stepshot_trainer_{name}", value)
         for member, value in losses.items():
             self.metrics.loss(member, value)
@@ -419,7 +448,7 @@ class StageTrainer:
         return signal.signal(signal.SIGTERM, request_stop)
 
 
-def train_stage(spec, plan, stage, workdir: Path, d: Dist | None = None) -> dict:
+def train_stage(spec: Spec, plan: Plan, stage: Stage, workdir: Path, d: Dist | None = None) -> dict:
     """Run one train stage (skipped when <workdir>/<stage>/DONE exists); returns selected.json."""
     layout = Layout(Path(workdir))
     if layout.done(stage.name).exists():

@@ -6,7 +6,8 @@ Only `imagefolder` data is decoded; Fashion-MNIST lives in memory and needs no w
 """
 from __future__ import annotations
 
-from stepshot.spec import cores_per_process, parse_quantity
+from stepshot.quantity import cores_per_process, parse_quantity
+from stepshot.spec import Spec
 
 # Batches each DataLoader worker keeps ready (DataLoader's prefetch_factor).
 PREFETCH = 2
@@ -20,11 +21,11 @@ CACHE_DIVISOR = 2
 EVAL_PROCESS_BYTES = 1 << 30
 
 
-def decodes(spec) -> bool:
+def decodes(spec: Spec) -> bool:
     return spec.dataset.kind == "imagefolder"
 
 
-def training_workers(spec) -> int:
+def training_workers(spec: Spec) -> int:
     """Decode workers per training process: spec.training.workers, else every core of the
     process's share but the one its training loop runs on."""
     if not decodes(spec):
@@ -34,12 +35,12 @@ def training_workers(spec) -> int:
                                                                        spec.resources.procs_per_node) - 1)
 
 
-def evaluation_workers(spec) -> int:
+def evaluation_workers(spec: Spec) -> int:
     """Decode workers of the evaluation pod: all its cores but the evaluating process's."""
     return max(0, cores_per_process(spec.evaluation.resources.cpu, 1) - 1) if decodes(spec) else 0
 
 
-def evaluation_processes(spec, gpus: int) -> int:
+def evaluation_processes(spec: Spec, gpus: int) -> int:
     """Evaluating processes of the evaluation pod. With a GPU one (its decode workers feed it);
     on CPUs one per whole core, splitting the architectures (the same numbers as one process,
     faster than threads: stepshot.local.evaluation_split), as many as the memory left beside
@@ -51,7 +52,7 @@ def evaluation_processes(spec, gpus: int) -> int:
     return int(max(1, min(cores_per_process(res.cpu, 1), beside_cache // EVAL_PROCESS_BYTES)))
 
 
-def image_bytes(spec) -> int:
+def image_bytes(spec: Spec) -> int:
     """One decoded uint8 image at the space's resolution."""
     space = spec.search_space
     return space.in_channels * space.resolution ** 2
@@ -62,23 +63,23 @@ def shm_bytes(procs: int, workers: int, batch_images: int, image: int) -> int:
     return procs * workers * PREFETCH * batch_images * image + SHM_SLACK_BYTES
 
 
-def training_shm_bytes(spec) -> int:
+def training_shm_bytes(spec: Spec) -> int:
     return shm_bytes(spec.resources.procs_per_node, training_workers(spec), spec.training.batch_size,
                      image_bytes(spec))
 
 
-def evaluation_shm_bytes(spec) -> int:
+def evaluation_shm_bytes(spec: Spec) -> int:
     ev = spec.evaluation
     batch = max(ev.batch_size, ev.calibration_batch_size)
     return shm_bytes(1, evaluation_workers(spec), batch, image_bytes(spec))
 
 
-def evaluation_cache_bytes(spec) -> int:
+def evaluation_cache_bytes(spec: Spec) -> int:
     """Decoded evaluation images the evaluation pod may keep on the host (calibration + test)."""
     return int(parse_quantity(spec.evaluation.resources.memory) // CACHE_DIVISOR)
 
 
-def selection_cache_bytes(spec) -> int:
+def selection_cache_bytes(spec: Spec) -> int:
     """The same for checkpoint selection (rank 0), inside one training process's share of the
     pod, half of which the training batches and their workers keep."""
     res = spec.resources

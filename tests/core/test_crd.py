@@ -1,4 +1,4 @@
-"""crds/ (and the chart's copy) are generated from stepshot.spec.crd() and must match it."""
+"""crds/ (and the chart's copy) and docs/crd-reference.md are generated from stepshot.spec and must match it."""
 from pathlib import Path
 
 import yaml

@@ -1,9 +1,9 @@
-"""Sizing of the image pipeline (stepshot.dataload) and how the Jobs carry it."""
+"""Sizing of the image pipeline (stepshot.sizing) and how the Jobs carry it."""
 import copy
 
 import pytest
 
-from stepshot import dataload, manifests
+from stepshot import sizing, manifests
 from stepshot import plan as planmod
 from stepshot import spec as specmod
 from stepshot.manifests import Context
@@ -26,16 +26,16 @@ def load(**patch):
 
 @pytest.mark.parametrize("cpu,procs,workers", [("96", 8, 11), ("64", 8, 7), ("8", 8, 0), ("4", 8, 0), ("2500m", 1, 1)])
 def test_workers_default_to_the_process_share_of_cores_but_one(cpu, procs, workers):
-    assert dataload.training_workers(load(resources={"cpu": cpu, "procsPerNode": procs})) == workers
+    assert sizing.training_workers(load(resources={"cpu": cpu, "procsPerNode": procs})) == workers
 
 
 def test_explicit_workers_win_and_fashion_mnist_decodes_nothing():
-    assert dataload.training_workers(load(training={"workers": 3})) == 3
+    assert sizing.training_workers(load(training={"workers": 3})) == 3
     fmnist = specmod.load({"spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"},
                                     "training": {"workers": 5}}})
-    assert dataload.training_workers(fmnist) == dataload.evaluation_workers(fmnist) == 0
-    assert dataload.training_shm_bytes(fmnist) == dataload.SHM_SLACK_BYTES
-    assert dataload.evaluation_workers(load()) == 7
+    assert sizing.training_workers(fmnist) == sizing.evaluation_workers(fmnist) == 0
+    assert sizing.training_shm_bytes(fmnist) == sizing.SHM_SLACK_BYTES
+    assert sizing.evaluation_workers(load()) == 7
 
 
 def test_more_workers_than_the_cpu_request_allows_are_refused():
@@ -67,9 +67,9 @@ def test_training_pods_get_the_cores_and_shared_memory_of_their_loaders():
     assert container["resources"]["requests"]["cpu"] == "96"
     threads = {e["name"]: e["value"] for e in container["env"]}["OMP_NUM_THREADS"]
     assert threads == "1"                                            # 12 cores: 11 workers + the loop
-    evaluation = manifests.eval_job(c, c.plan.stages[-1])["spec"]["template"]["spec"]
+    evaluation = manifests.eval_jobs(c, c.plan.stages[-1])[0]["spec"]["template"]["spec"]
     [eval_shm] = [v for v in evaluation["volumes"] if v["name"] == "dshm"]
-    assert eval_shm["emptyDir"]["sizeLimit"] == dataload.mebibytes(7 * 2 * 256 * 3 * 224 * 224 + 2**30)
+    assert eval_shm["emptyDir"]["sizeLimit"] == sizing.mebibytes(7 * 2 * 256 * 3 * 224 * 224 + 2**30)
 
 
 def test_cpu_training_threads_leave_the_workers_their_cores():
@@ -82,5 +82,5 @@ def test_cpu_training_threads_leave_the_workers_their_cores():
 
 def test_evaluation_cache_is_half_the_pods_memory():
     s = load()
-    assert dataload.evaluation_cache_bytes(s) == 32 * 2**30
-    assert dataload.selection_cache_bytes(s) == 480 * 2**30 // 32
+    assert sizing.evaluation_cache_bytes(s) == 32 * 2**30
+    assert sizing.selection_cache_bytes(s) == 480 * 2**30 // 32

@@ -32,7 +32,7 @@ def lr_factors(space: SearchSpace | str, groups: int) -> tuple[tuple[float, ...]
     """Learning-rate factor per stage and group (ascending caps) at G = `groups`."""
     sp = get_space(space)
     out = []
-    for s in range(4):
+    for s in range(sp.num_stages):
         caps = group_caps(sp, s, groups)
         merged = sum(w <= caps[0] for w in sp.stage_widths(s))  # distinct widths in the catch-all
         factors = [1.0] * len(caps)
@@ -51,7 +51,7 @@ class GroupedSuperNet(DynamicResNet):
             raise ValueError(f"a grouped super-net needs groups >= 2, got {groups}")
         sp = get_space(space)
         self.groups = groups
-        caps = tuple(group_caps(sp, s, groups) for s in range(4))
+        caps = tuple(group_caps(sp, s, groups) for s in range(sp.num_stages))
         super().__init__(sp, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)
 
     @classmethod
@@ -75,7 +75,7 @@ class GroupedSuperNet(DynamicResNet):
                 # the old group a width of `cap` routes to; it holds every width this group serves
                 old = next(j for j, c in enumerate(src.caps[s]) if c >= cap)
                 copy_prefix(new.stages[s][g], src.stages[s][old])
-                if s == 3:
+                if s == new.space.last_stage:   # the heads follow the last stage's groups
                     copy_prefix(new.heads[g], src.heads[old])
         new.set_active(src.arch, src.resolution)
         return new.train(src.training)

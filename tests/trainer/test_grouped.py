@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stepshot.space import get_space, parse_arch, sample_arch
-from stepshot_trainer.split import GroupedSuperNet, build_model, group_caps, lr_factors
+from stepshot_trainer.grouped import GroupedSuperNet, build_model, group_caps, lr_factors
 from stepshot_trainer.supernet import route_caps
 from stepshot_trainer.supernet import SuperNet
 from trainer_helpers import randomize_bn

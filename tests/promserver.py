@@ -1,0 +1,221 @@
+"""A real Prometheus (Debian's server binary, scripts/install-promtool.sh) configured from the chart.
+
+One definition: the chart's PodMonitor and ServiceMonitor (as Helm rendered and installed them)
+are turned into scrape jobs by the rules prometheus-operator applies to them (keep the selected
+pods/services and the named port; `namespace`, `pod`, `container`, `service`, `endpoint`, `job`
+target labels; then the monitor's own relabelings; honorLabels). The service discovery is the
+only thing a test chooses: `kubernetes_sd_configs` against an API server (a real node), or a
+static list of targets carrying exactly the `__meta_kubernetes_*` labels kubernetes_sd would give
+them (processes on this machine). The chart's PrometheusRule groups are loaded as rule files.
+
+Bound to loopback; every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from apiserver import free_port, wait_for
+
+
+def prometheus_path() -> str:
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("prometheus", path=path)
+    if found is None:
+        raise RuntimeError("prometheus not found: run `make setup` (scripts/install-promtool.sh)")
+    return found
+
+
+def _sanitize(label: str) -> str:
+    """Kubernetes label name -> the `__meta_kubernetes_*_label_<x>` suffix (as Prometheus does)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def _selector_keeps(kind: str, selector: dict) -> list[dict]:
+    """relabel `keep` rules for a LabelSelector on pods or services."""
+    out = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        out.append({"action": "keep", "source_labels": [f"__meta_kubernetes_{kind}_label_{_sanitize(key)}",
+                                                        f"__meta_kubernetes_{kind}_labelpresent_{_sanitize(key)}"],
+                    "regex": f"({re.escape(value)});true"})
+    for expr in selector.get("matchExpressions") or []:
+        key, op = _sanitize(expr["key"]), expr["operator"]
+        if op in ("Exists", "DoesNotExist"):
+            out.append({"action": "keep" if op == "Exists" else "drop",
+                        "source_labels": [f"__meta_kubernetes_{kind}_labelpresent_{key}"], "regex": "true"})
+        else:
+            values = "|".join(re.escape(v) for v in expr["values"])
+            out.append({"action": "keep" if op == "In" else "drop",
+                        "source_labels": [f"__meta_kubernetes_{kind}_label_{key}"], "regex": f"({values})"})
+    return out
+
+
+def _relabelings(rules: list[dict]) -> list[dict]:
+    """prometheus-operator's RelabelConfig (camelCase) -> Prometheus's relabel_config."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label", "separator": "separator",
+             "regex": "regex", "replacement": "replacement", "modulus": "modulus", "action": "action"}
+    out = []
+    for rule in rules or []:
+        converted = {names[k]: v for k, v in rule.items() if k in names}
+        if "action" in converted:
+            converted["action"] = converted["action"].lower()
+        out.append(converted)
+    return out
+
+
+def _job(kind: str, monitor: dict, index: int, endpoint: dict, sd: dict) -> dict:
+    meta, spec = monitor["metadata"], monitor["spec"]
+    role = "pod" if kind == "podMonitor" else "endpoints"
+    port_label = ("__meta_kubernetes_pod_container_port_name" if role == "pod"
+                  else "__meta_kubernetes_endpoint_port_name")
+    relabel = _selector_keeps("pod" if role == "pod" else "service", spec.get("selector") or {})
+    relabel += [{"action": "keep", "source_labels": [port_label], "regex": endpoint["port"]},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}]
+    if role == "endpoints":
+        relabel.append({"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"})
+    relabel += [{"target_label": "job", "replacement": f"{meta['namespace']}/{meta['name']}"},
+                {"target_label": "endpoint", "replacement": endpoint["port"]}]
+    relabel += _relabelings(endpoint.get("relabelings"))
+    job = {"job_name": f"{kind}/{meta['namespace']}/{meta['name']}/{index}",
+           "honor_labels": bool(endpoint.get("honorLabels", False)),
+           "metrics_path": endpoint.get("path", "/metrics"), "relabel_configs": relabel, **sd}
+    for ours, theirs in (("scrape_interval", "interval"), ("scrape_timeout", "scrapeTimeout")):
+        if endpoint.get(theirs):
+            job[ours] = endpoint[theirs]
+    return job
+
+
+def scrape_jobs(pod_monitors: list[dict], service_monitors: list[dict], sd: dict) -> list[dict]:
+    """Scrape jobs for the monitors; `sd` is the service discovery of every job
+    ({"kubernetes_sd_configs": [...]} or {"file_sd_configs": [...]})."""
+    jobs = [_job("podMonitor", m, i, ep, sd)
+            for m in pod_monitors for i, ep in enumerate(m["spec"]["podMetricsEndpoints"])]
+    jobs += [_job("serviceMonitor", m, i, ep, sd)
+             for m in service_monitors for i, ep in enumerate(m["spec"]["endpoints"])]
+    return jobs
+
+
+@dataclass
+class PodTarget:
+    """A process standing in for a pod: what kubernetes_sd (role pod/endpoints) would say of it."""
+    address: str                   # host:port
+    namespace: str
+    pod: str
+    container: str
+    port_name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    service: str | None = None     # set: an Endpoints target of this Service (ServiceMonitor)
+    service_labels: dict[str, str] = field(default_factory=dict)
+
+    def file_sd(self) -> dict:
+        meta = {"__meta_kubernetes_namespace": self.namespace, "__meta_kubernetes_pod_name": self.pod,
+                "__meta_kubernetes_pod_container_name": self.container,
+                "__meta_kubernetes_pod_container_port_name": self.port_name}
+        for key, value in self.labels.items():
+            meta[f"__meta_kubernetes_pod_label_{_sanitize(key)}"] = value
+            meta[f"__meta_kubernetes_pod_labelpresent_{_sanitize(key)}"] = "true"
+        if self.service:
+            meta["__meta_kubernetes_service_name"] = self.service
+            meta["__meta_kubernetes_endpoint_port_name"] = self.port_name
+            for key, value in self.service_labels.items():
+                meta[f"__meta_kubernetes_service_label_{_sanitize(key)}"] = value
+                meta[f"__meta_kubernetes_service_labelpresent_{_sanitize(key)}"] = "true"
+        return {"targets": [self.address], "labels": meta}
+
+
+def rule_groups(prometheus_rules: list[dict]) -> dict:
+    return {"groups": [g for rule in prometheus_rules for g in rule["spec"]["groups"]]}
+
+
+class Prometheus:
+    """`prometheus` on 127.0.0.1 in `workdir`: scrape jobs from the monitors, rule groups from
+    the PrometheusRules. Without `sd` the targets are the ones set_targets() writes (file_sd)."""
+
+    def __init__(self, workdir: Path, pod_monitors: list[dict], service_monitors: list[dict],
+                 prometheus_rules: list[dict], sd: dict | None = None, interval: str = "1s"):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.targets_file = self.dir / "targets.json"
+        self.targets_file.write_text("[]")
+        sd = sd or {"file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}]}
+        jobs = scrape_jobs(pod_monitors, service_monitors, sd)
+        rules = rule_groups(prometheus_rules)
+        (self.dir / "rules.yaml").write_text(yaml.safe_dump(rules))
+        config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+                  "rule_files": [str(self.dir / "rules.yaml")], "scrape_configs": jobs}
+        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def set_targets(self, targets: list[PodTarget]) -> None:
+        """Replace the file_sd targets (Prometheus re-reads the file on change)."""
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([t.file_sd() for t in targets]))
+        tmp.replace(self.targets_file)
+
+    def start(self) -> "Prometheus":
+        log = open(self.dir / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [prometheus_path(), f"--config.file={self.dir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, 60, "prometheus ready", 0.2)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log()
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        path = self.dir / "prometheus.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def api(self, path: str, **params) -> dict:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        """The instant vector (or [scalar]) `expr` evaluates to now."""
+        data = self.api("query", query=expr)
+        return data["result"] if data["resultType"] in ("vector", "matrix") else [{"value": data["result"]}]
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        return self.api("query_range", query=expr, start=start, end=end, step=step)["result"]
+
+    def targets(self) -> list[dict]:
+        return self.api("targets")["activeTargets"]
+
+    def alerts(self) -> list[dict]:
+        return self.api("alerts")["alerts"]
+
+    def rules(self) -> list[dict]:
+        return [r for g in self.api("rules")["groups"] for r in g["rules"]]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
