@@ -3,7 +3,7 @@
 The chart is installed into the real API server with every monitor on; its PodMonitor,
 ServiceMonitor and PrometheusRule, read back as installed, configure the Prometheus (scrape jobs
 by prometheus-operator's rules, the rules as rule files). Process level, on loopback: the stage
-processes of a real `stepshot run` (Fashion-MNIST, a small trainLimit, one thread) stand in for
+processes of a real `stepshot run` (Fashion-MNIST, trainLimit 16384, one thread) stand in for
 the stage pods, and the real operator runs out of the cluster with the Deployment's arguments;
 both are file_sd targets with the `__meta_kubernetes_*` labels the pod and the Service would
 have. The operator handles a SupernetTraining of the same plan; as there is no kubelet, the test
@@ -169,7 +169,7 @@ def _spec_doc(tmp: Path, port: int) -> dict:
     refs = {"archs": str(archs), "groundTruth": str(GROUND_TRUTH)}
     doc = {"apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining", "metadata": {"name": RUN},
            "spec": {"space": "resnet48-fmnist",
-                    "dataset": {"kind": "fashion-mnist", "path": str(FMNIST), "trainLimit": 4096},
+                    "dataset": {"kind": "fashion-mnist", "path": str(FMNIST), "trainLimit": 16384},   # stages of several 10 s windows
                     "resources": {"nodes": 1, "procsPerNode": 1, "cpu": "1", "memory": "2Gi"},
                     "training": {"batchSize": 64, "seed": 0, "randomSubnets": 0},
                     "oneShot": {"epochs": 2, "lr": 0.1, "warmupEpochs": 0},
