@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stepshot import local  # noqa: E402
-from stepshot.workdir import Layout  # noqa: E402
-from ranking import GROUND_TRUTH, ONE_SHOT_LR, SPACE, TRAIN_BATCH, reference_split  # noqa: E402
+from ranking import GROUND_TRUTH, ONE_SHOT_LR, SPACE, TRAIN_BATCH, _share_oneshot, reference_split  # noqa: E402
 
 PRESETS = {
     "pilot": dict(train_limit=0, e1=4, e2=1, groups=[2, 3], eval_images=10000, calibration_batches=16,
@@ -87,15 +86,6 @@ def make_spec(arm: str, seed: int, root: Path) -> dict:
     }
 
 
-def share_start(src: Path, dst: Path) -> None:
-    """Give branch B the start branch A trained: the same checkpoint, byte for byte."""
-    have, want = Layout(src), Layout(dst)
-    for a, b in ((have.stage_dir("oneshot"), want.stage_dir("oneshot")),
-                 (have.snapshot("oneshot"), want.snapshot("oneshot"))):
-        if a.exists() and not b.exists():
-            shutil.copytree(a, b)
-
-
 def evaluate_start(spec_file: Path, workdir: Path, out: Path, threads: int) -> None:
     """The start's predictions on the ranked architectures, under the same protocol."""
     if out.exists():
@@ -115,7 +105,7 @@ def run_seed(seed: int, root: Path, threads: int) -> None:
         spec_file = workdir / "spec.yaml"
         spec_file.write_text(yaml.safe_dump(make_spec(arm, seed, root), sort_keys=False))
         if arm == "control":
-            share_start(seed_dir / "paper", workdir)
+            _share_oneshot(seed_dir / "paper", workdir)   # the same start, byte for byte
             evaluate_start(seed_dir / "paper" / "spec.yaml", seed_dir / "paper", seed_dir / "start-predictions.json",
                            threads)
         print(f"== seed {seed}: {arm} ({ARMS[arm]})", flush=True)
