@@ -2,6 +2,8 @@
 # stepshot images. Two targets:
 #   docker build --target operator -t stepshot-operator .        # kopf operator, no torch
 #   docker build --target trainer  -t stepshot-trainer  .        # torch (CUDA build from PyPI) + torchrun
+# The trainer brings the InfiniBand user-space libraries (libibverbs + providers) NCCL uses;
+# --build-arg RDMA_PACKAGES= builds it without them.
 # CPU-only trainer (torch's CPU build from its own index):
 #   docker build --target trainer --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
 #     -t stepshot-trainer:cpu .
@@ -79,11 +81,28 @@ RUN (getent group 1000 >/dev/null || groupadd --gid 1000 stepshot) \
  && (getent passwd 1000 >/dev/null || useradd --uid 1000 --gid 1000 --no-create-home \
       --home-dir /home/stepshot --shell /usr/sbin/nologin stepshot) \
  && mkdir -p /home/stepshot && chown 1000:1000 /home/stepshot
+# InfiniBand/RoCE: NCCL's IB transport loads libibverbs and the adapter's provider (mlx5, ...)
+# at run time, and falls back to TCP sockets without them; ibv_devinfo (ibverbs-utils) shows
+# what a pod sees. RDMA_PACKAGES="" leaves them out (a base image that brings its own).
+# Before torch, so a code change does not reinstall them.
+ARG RDMA_PACKAGES="libibverbs1 ibverbs-providers ibverbs-utils"
+RUN if [ -n "${RDMA_PACKAGES}" ]; then \
+      apt-get update -qq \
+   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${RDMA_PACKAGES} \
+   && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
+   && python -c "import ctypes; ctypes.CDLL('libibverbs.so.1')"; \
+    fi
 COPY --from=requirements /requirements/trainer.txt /tmp/requirements.txt
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && echo "torch==${TORCH_VERSION}" > /tmp/torch-constraint.txt \
  && pip install --constraint /tmp/torch-constraint.txt -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt /tmp/torch-constraint.txt
+# Fashion-MNIST (Debian's dataset-fashion-mnist, 30 MB) at the spec's default dataset.path, so
+# that examples/fmnist-try.yaml runs on any cluster without a data volume (the README's path).
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
+ && test -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 COPY --from=wheel /wheels/ /wheels/
 RUN pip install --no-deps "$(ls /wheels/stepshot-*.whl)" \
  && rm -rf /wheels \

@@ -295,7 +295,7 @@ def main() -> None:
     if "eval" in args.phases:
         if model is None:
             from stepshot_trainer.supernet import SuperNet
-            model = SuperNet(SPACE).to(device)
+            model = SuperNet(get_space(SPACE)).to(device)
         evaluation = evaluation_rate(root, model, args.eval_archs, args.eval_images, args.calibration_batches,
                                      args.batch_size, max(args.workers), device)
         result["evaluation"] = evaluation

@@ -4,7 +4,8 @@
 #      backend on the GPU, then the snapshot and the evaluation on the GPU;
 #   2. a preemption on the GPU: SIGTERM to `stepshot run` mid-epoch (the trainer writes
 #      preempted.pt), then the same command resumes from it to the end;
-#   3. benchmarks/speed.py on the GPU (super-net path vs static subnet, images/s).
+#   3. with 2 GPUs, a 2-node stage's group restart over NCCL (benchmarks/group_restart_check.sh);
+#   4. benchmarks/speed.py on the GPU (super-net path vs static subnet, images/s).
 # Usage: benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,6 +45,13 @@ print(f"gpu-check: NCCL {torch.cuda.nccl.version()} all-reduce ok on {torch.cuda
 dist.destroy_process_group()
 PY
 python3 -m torch.distributed.run --standalone --nproc-per-node 1 "$work/nccl_check.py"
+# A 2-node stage's group restart over NCCL (one GPU per node; checked with gloo in the node tests):
+# node 1 killed after epoch 1, a replacement joins, the group resumes to the end.
+if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  bash "$here/benchmarks/group_restart_check.sh" "$data" "$work/group-restart"
+else
+  echo "gpu-check: group restart over NCCL skipped: it needs 2 GPUs (benchmarks/group_restart_check.sh)"
+fi
 # Preemption on the GPU: SIGTERM once the first epoch's checkpoint exists, then resume.
 sed -e 's/name: gpu-check/name: gpu-preempt/' -e 's/trainLimit: 4096/trainLimit: 60000/' \
   -e 's/oneShot: {epochs: 1/oneShot: {epochs: 2/' "$work/gpu-check.yaml" > "$work/gpu-preempt.yaml"

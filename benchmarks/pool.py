@@ -69,20 +69,21 @@ def main() -> None:
     ev = spec.evaluation
     calibration, evalset = _batches(spec, "cpu")
     torch.manual_seed(0)
-    model = SuperNet(SPACE).eval()
+    space = spec.search_space
+    model = SuperNet(space).eval()
     evaluator = Evaluator(Router({"oneshot": model}), calibration, evalset)
-    archs = {n: e["arch"] for n, e in challenge_format(stratified_archs(SPACE, args.archs, seed=0)).items()}
+    archs = {n: e["arch"] for n, e in challenge_format(stratified_archs(space, args.archs, seed=0)).items()}
     # First pass decodes the images into the host cache; neither path is timed on it.
-    predict_spans(evaluator, dict(list(archs.items())[:1]), [range(0, 1)], SPACE, lambda *a: None)
+    predict_spans(evaluator, dict(list(archs.items())[:1]), [range(0, 1)], space, lambda *a: None)
     names = list(archs)
     pool_s, limit_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
         save = lambda span, preds, seconds: pool.write_part(Path(tmp), span, preds, seconds)  # noqa: E731
         for i, name in enumerate(names):
             start = time.perf_counter()
-            predict_spans(evaluator, archs, [range(i, i + 1)], SPACE, save)
+            predict_spans(evaluator, archs, [range(i, i + 1)], space, save)
             pool_s.append(time.perf_counter() - start)
-            net = model.extract(parse_arch(archs[name], SPACE))
+            net = model.extract(parse_arch(archs[name], space))
             recalibrate_bn(net, calibration)        # untimed: a folded copy needs statistics
             folded = fold_batchnorm(copy.deepcopy(net))
             limit_s.append(_forward_only(net, folded, calibration, evalset))

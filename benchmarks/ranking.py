@@ -302,7 +302,7 @@ def group_gains(points: dict[tuple[str, int], list[tuple[int, str, str]]], group
         preds = {step: load_accuracies(f) for step, _, f in pts}
         for step in sorted(k for k in preds if k > 0 and k - 1 in preds):
             g = groups[step - 1]
-            caps = tuple(group_caps(sp, s, g) for s in range(4))     # the trainer's groups at G
+            caps = tuple(group_caps(sp, s, g) for s in range(sp.num_stages))     # the trainer's groups at G
             for code in sorted(set(preds[step]) & set(preds[step - 1])):
                 gain = preds[step][code] - preds[step - 1][code]
                 for stage, group in enumerate(route_caps(caps, parse_arch(code, sp))):
@@ -331,7 +331,8 @@ def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]],
     from scipy import stats
 
     truth = load_accuracies(GROUND_TRUTH)
-    tree = build_tree(SPACE, steps)
+    sp = get_space(SPACE)
+    tree = build_tree(sp, steps)
 
     def within(pred: dict[str, float], groups: dict[str, list[str]]) -> float:
         taus = [(len(c), stats.kendalltau([pred[x] for x in c], [truth[x] for x in c]).statistic)
@@ -348,7 +349,7 @@ def within_partitions(points: dict[tuple[str, int], list[tuple[int, str, str]]],
         for step in sorted(k for k in preds if k > 0):
             groups: dict[str, list[str]] = {}
             for code in common:
-                groups.setdefault(route(parse_arch(code, SPACE), tree[step]).id, []).append(code)
+                groups.setdefault(route(parse_arch(code, sp), tree[step]).id, []).append(code)
             rows.append({"seed": seed, "step": step, "partitions": len(groups),
                          "within_kendall_tau": round(within(preds[step], groups), 4),
                          "start_within_kendall_tau": round(within(preds[0], groups), 4)})

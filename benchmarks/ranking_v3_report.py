@@ -136,7 +136,10 @@ def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
     """Two-sided paired t-test power (noncentral t)."""
     df, nc = n - 1, effect / (sd / math.sqrt(n))
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(1 - stats.nct.cdf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # scipy's nct.cdf returns NaN far in the lower tail (nc above about 10); that tail is then
+    # below 1e-9, so NaN counts as 0 (a NaN here once stopped detectable_effect's bisection short).
+    lower = float(np.nan_to_num(stats.nct.cdf(-crit, df, nc), nan=0.0))
+    return float(stats.nct.sf(crit, df, nc)) + lower
 
 
 def detectable_effect(sd: float, n: int) -> float:

@@ -2,6 +2,9 @@
 # A real single-node Kubernetes on this machine, from Debian: etcd, kube-apiserver,
 # kube-controller-manager (Job controller, garbage collector, ...), kube-scheduler, kube-proxy,
 # kubelet and containerd + runc with a CNI bridge. Binaries come from scripts/build-kube.sh.
+# Cluster DNS: scripts/cluster-dns.py, CoreDNS's stand-in for this test node only (Debian carries
+# no CoreDNS), answers <svc>.<ns>.svc.cluster.local and headless-Service pod records from the API
+# server's Services and Endpoints on the bridge address; the kubelet points pods at it.
 #
 #   scripts/local-cluster.sh up              # start (idempotent); prints the kubeconfig path
 #   scripts/local-cluster.sh load A.tar ...  # import docker-archive images into the node
@@ -24,7 +27,11 @@ SERVICE_CIDR=10.96.7.0/24
 API_PORT=6443
 NODE=localhost          # the kubelet refuses a loopback node IP; by hostname the API server
                         # reaches it on localhost:10250 (kubectl logs/exec)
-COMPONENTS=(etcd kube-apiserver containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(etcd kube-apiserver cluster-dns containerd kube-controller-manager kube-scheduler kubelet kube-proxy)
+CLUSTER_DOMAIN=cluster.local
+# The DNS server's Python needs dnslib and the kubernetes client (requirements/test.txt).
+PYTHON=${STEPSHOT_PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
 log() { echo "[local-cluster] $*" >&2; }
 
 KUBECTL() { kubectl --kubeconfig "$DIR/admin.kubeconfig" "$@"; }
@@ -92,6 +99,7 @@ configure() {
       echo "$(openssl rand -hex 16),system:kube-scheduler,scheduler,\"system:masters\""
       echo "$(openssl rand -hex 16),system:kube-proxy,kube-proxy"
       echo "$(openssl rand -hex 16),system:node:$NODE,kubelet,\"system:nodes\""
+      echo "$(openssl rand -hex 16),stepshot:cluster-dns,cluster-dns"
     } > "$DIR/pki/tokens.csv"
     chmod 600 "$DIR/pki/tokens.csv"
   fi
@@ -103,6 +111,7 @@ configure() {
       system:kube-scheduler) kubeconfig "$DIR/scheduler.kubeconfig" "$user" "$token" ;;
       system:kube-proxy) kubeconfig "$DIR/kube-proxy.kubeconfig" "$user" "$token" ;;
       system:node:*) kubeconfig "$DIR/kubelet.kubeconfig" "$user" "$token" ;;
+      stepshot:cluster-dns) kubeconfig "$DIR/cluster-dns.kubeconfig" "$user" "$token" ;;
     esac
   done < "$DIR/pki/tokens.csv"
 
@@ -154,6 +163,9 @@ imageGCHighThresholdPercent: 100
 authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 serializeImagePulls: false
+# Pods (dnsPolicy ClusterFirst) get this nameserver and the <ns>.svc.<domain> search list.
+clusterDNS: [$BRIDGE_IP]
+clusterDomain: $CLUSTER_DOMAIN
 EOF
 }
 
@@ -204,6 +216,7 @@ up() {
     --service-account-signing-key-file="$DIR/pki/sa.key" --service-cluster-ip-range=$SERVICE_CIDR \
     --kubelet-preferred-address-types=Hostname --allow-privileged=false
   wait_until 60 "the API server" KUBECTL get --raw /readyz
+  cluster_dns
 
   spawn containerd containerd --config "$DIR/containerd.toml"
   wait_until 30 "containerd" ctr --address "$DIR/run/containerd.sock" version
@@ -230,6 +243,32 @@ up() {
   wait_until 60 "the default ServiceAccount" KUBECTL get serviceaccount default -n default
   log "up: kubeconfig $DIR/admin.kubeconfig"
   echo "$DIR/admin.kubeconfig"
+}
+
+cluster_dns() {  # before the kubelet: no pod may start without its nameserver answering
+  "$PYTHON" -c 'import dnslib, kubernetes' 2>/dev/null ||
+    { log "$PYTHON lacks dnslib or kubernetes (make setup; or set STEPSHOT_PYTHON)"; return 1; }
+  # Least privilege: the DNS reads Services and Endpoints, nothing else.
+  KUBECTL apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "stepshot:cluster-dns"}
+rules:
+- apiGroups: [""]
+  resources: [services, endpoints]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "stepshot:cluster-dns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "stepshot:cluster-dns"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "stepshot:cluster-dns"}
+EOF
+  spawn cluster-dns "$PYTHON" "$ROOT/scripts/cluster-dns.py" serve --kubeconfig "$DIR/cluster-dns.kubeconfig" \
+    --listen "$BRIDGE_IP" --port 53 --domain "$CLUSTER_DOMAIN"
+  wait_until 30 "the cluster DNS" "$PYTHON" "$ROOT/scripts/cluster-dns.py" query \
+    "kubernetes.default.svc.$CLUSTER_DOMAIN" --server "$BRIDGE_IP"
 }
 
 node_ready() {
@@ -292,7 +331,7 @@ down() {
   stop_pid containerd
   # containerd's shims outlive it by design; they belong to this cluster's containerd root.
   pkill -9 -f "containerd-shim-runc-v2 -namespace k8s.io .*-address $DIR/run/containerd.sock" 2>/dev/null || true
-  for c in kube-apiserver etcd; do stop_pid "$c"; done
+  for c in cluster-dns kube-apiserver etcd; do stop_pid "$c"; done
   # Mounts the kubelet and containerd left (pod volumes, sandbox shm, rootfs), deepest first.
   awk -v d="$DIR/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true

@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from stepshot.space import CODES, Arch, SearchSpace, get_space
+from stepshot.space import CODES, Arch, SearchSpace
 
 
 def _balanced(values: Sequence[int], n: int, rng: random.Random) -> list[int]:
@@ -35,11 +35,10 @@ MODES = ("marginal", "joint")
 JITTER = 0.1  # per-stage spread around an architecture's level, as a fraction of the range
 
 
-def stratified_archs(space: SearchSpace | str, n: int, seed: int = 0,
+def stratified_archs(sp: SearchSpace, n: int, seed: int = 0,
                      ratio_codes: Sequence[int] = CODES, mode: str = "marginal") -> list[Arch]:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    sp = get_space(space)
     rng = random.Random(seed)
     codes = sorted(set(ratio_codes))
     draw = _marginal if mode == "marginal" else _joint

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from stepshot.space import CODES, Arch, RatioCodes, SearchSpace, extreme_arch, get_space, sample_arch
+from stepshot.space import CODES, Arch, RatioCodes, SearchSpace, extreme_arch, sample_arch
 
 ROOT = "root"
 DIMENSIONS = {"width": "w", "depth": "d"}
@@ -32,21 +32,20 @@ class Partition:
             (w is None or arch.stage_out(s) in w) and (d is None or arch.depths[s] in d)
             for s, (w, d) in enumerate(zip(self.widths, self.depths)))
 
-    def max_arch(self, space: SearchSpace | str, ratio_codes: RatioCodes = CODES) -> Arch:
+    def max_arch(self, space: SearchSpace, ratio_codes: RatioCodes = CODES) -> Arch:
         return extreme_arch(space, largest=True, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
 
-    def min_arch(self, space: SearchSpace | str, ratio_codes: RatioCodes = CODES) -> Arch:
+    def min_arch(self, space: SearchSpace, ratio_codes: RatioCodes = CODES) -> Arch:
         return extreme_arch(space, largest=False, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
 
-    def sample(self, space: SearchSpace | str, rng: random.Random, ratio_codes: RatioCodes = CODES) -> Arch:
+    def sample(self, space: SearchSpace, rng: random.Random, ratio_codes: RatioCodes = CODES) -> Arch:
         return sample_arch(space, rng, ratio_codes=ratio_codes, widths=self.widths, depths=self.depths)
 
-    def choices(self, space: SearchSpace | str, dimension: str, stage: int) -> tuple[int, ...]:
+    def choices(self, space: SearchSpace, dimension: str, stage: int) -> tuple[int, ...]:
         """Allowed widths or depths of a 0-based stage, ascending."""
-        sp = get_space(space)
         if dimension == "width":
-            return _allowed(self.widths, stage) or sp.stage_widths(stage)
-        return _allowed(self.depths, stage) or sp.depth_choices[stage]
+            return _allowed(self.widths, stage) or space.stage_widths(stage)
+        return _allowed(self.depths, stage) or space.depth_choices[stage]
 
 
 def _allowed(per_stage: tuple[tuple[int, ...] | None, ...], stage: int) -> tuple[int, ...] | None:
@@ -63,9 +62,8 @@ def _buckets(values: Sequence[int], parts: int) -> list[tuple[int, ...]]:
     return out
 
 
-def cut(parent: Partition, space: SearchSpace | str, dimension: str, stage: int, parts: int) -> list[Partition]:
+def cut(parent: Partition, sp: SearchSpace, dimension: str, stage: int, parts: int) -> list[Partition]:
     """Split `parent` into `parts` children along `dimension` of `stage` (1-based)."""
-    sp = get_space(space)
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {sorted(DIMENSIONS)}, got {dimension!r}")
     if not 1 <= stage <= sp.num_stages:
@@ -88,7 +86,7 @@ def cut(parent: Partition, space: SearchSpace | str, dimension: str, stage: int,
     return children
 
 
-def build_tree(space: SearchSpace | str, steps: list[dict]) -> list[list[Partition]]:
+def build_tree(space: SearchSpace, steps: list[dict]) -> list[list[Partition]]:
     """Partitions per step; step 0 is [root], each step cuts every partition of the last."""
     levels = [[Partition()]]
     for step in steps:

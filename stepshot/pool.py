@@ -1,5 +1,5 @@
 """Ranking a pool of architectures in shards (torch-free): the slices, the checkpointed parts,
-the streaming merge, the challenge submission and the top-k ranking.
+the streaming merge, the challenge submission, the top-k ranking and the prior-guided ranking.
 
 A pool of N architectures (in the file's order) is evaluated in *parts*: each part holds the
 predictions of the architectures [start, end) of the pool, written atomically once all of
@@ -19,11 +19,13 @@ import hashlib
 import heapq
 import json
 import math
+from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import IO, Callable, Collection, Iterator, Mapping, Sequence
 
+from stepshot import predictors
 from stepshot.atomic import atomic_open, atomic_write
 from stepshot.correlate import normalize_code
 from stepshot.errors import StepshotError
@@ -162,7 +164,7 @@ def _json_object_writer(f: IO[bytes]):
     return write, close
 
 
-def merge(parts: Path, pool: Mapping[str, str], out: Path, space: SearchSpace | str, *,
+def merge(parts: Path, pool: Mapping[str, str], out: Path, space: SearchSpace, *,
           truth_codes: set[str] | frozenset = frozenset(), submission: Path | None = None,
           top: int = 0, top_file: Path | None = None) -> Merged:
     """One predictions file from the parts (atomically, streamed), and optionally the
@@ -195,6 +197,48 @@ def merge(parts: Path, pool: Mapping[str, str], out: Path, space: SearchSpace | 
     return merged
 
 
-def _ranked(rank: int, name: str, code: str, acc: float, space: SearchSpace | str) -> dict:
+def _ranked(rank: int, name: str, code: str, acc: float, space: SearchSpace) -> dict:
     params, macs = complexity(parse_arch(code, space))
     return {"rank": rank, "name": name, "arch": code, "acc": acc, "params": params, "macs": macs}
+
+
+PRIOR_CHUNK = 1024   # codes per call of the prior: a zero-cost proxy scores (and caches) them together
+
+
+def prior_guided(parts: Path, names: list[str], prior: Callable[[list[str]], Sequence[float]], weight: float,
+                 out: Path, keep: Collection[str] = frozenset()) -> dict[str, float]:
+    """The prior-guided ranking of the whole pool (stepshot.predictors.prior_guided, ranked over
+    the pool's entries), written to `out` as {code: score} in pool order; returns the scores of
+    the codes in `keep` (the ground truth's, to score it).
+
+    Bounded: two passes over the parts, holding two numbers per architecture (its accuracy and
+    its prior's score, then their rank fractions) and never the predictions' entries or a file's
+    text; `prior` is asked for PRIOR_CHUNK codes at a time."""
+    predictors.check_weight(weight)
+    accs, scores, chunk = array("d"), array("d"), []
+    for _, entry in _entries(parts, names, Merged()):
+        accs.append(float(entry["acc"]))
+        chunk.append(normalize_code(entry["arch"]))
+        if len(chunk) == PRIOR_CHUNK:
+            scores.extend(_prior_scores(prior, chunk))
+            chunk = []
+    scores.extend(_prior_scores(prior, chunk) if chunk else [])
+    a, b = predictors.rank_fractions(accs), predictors.rank_fractions(scores)
+    del accs, scores
+    kept: dict[str, float] = {}
+    with atomic_open(out) as f:
+        write, close = _json_object_writer(f)
+        for i, (_, entry) in enumerate(_entries(parts, names, Merged())):
+            code, score = normalize_code(entry["arch"]), predictors.guided_score(a[i], b[i], weight)
+            write(code, score)
+            if code in keep:
+                kept[code] = score
+        close()
+    return kept
+
+
+def _prior_scores(prior: Callable[[list[str]], Sequence[float]], codes: list[str]) -> list[float]:
+    scores = [float(s) for s in prior(codes)]
+    if len(scores) != len(codes) or not all(math.isfinite(s) for s in scores):
+        raise PoolError(f"the prior gave {len(scores)} scores for {len(codes)} codes, or a non-finite one")
+    return scores

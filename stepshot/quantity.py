@@ -21,9 +21,9 @@ def parse_quantity(text: str) -> Decimal:
     number, suffix = Decimal(match.group(1)), match.group(3) or ""
     if suffix.endswith("i"):
         return number * 1024 ** ("KMGTPE".index(suffix[0]) + 1)
-    if suffix[:1] in "eE" and suffix:
-        return number.scaleb(int(suffix[1:]))
-    return number.scaleb(_SCALE[suffix])
+    if suffix in _SCALE:     # before the exponent: a bare "E" is exa (1E = 10^18), not e-notation
+        return number.scaleb(_SCALE[suffix])
+    return number.scaleb(int(suffix[1:]))
 
 
 def cores_per_process(cpu: str, procs: int) -> int:

@@ -195,6 +195,22 @@ class EvaluationResult:
         return out
 
 
+@dataclass(frozen=True)
+class ShardResult:
+    """`stepshot evaluate --shard I --shards S`: the slice this shard finished, so the operator
+    can count architectures (done of the pool) without reading the claim. The slice itself is
+    `stepshot.pool.shard_range(pool, shard, shards)`: the message only has to carry `pool`."""
+
+    shard: int
+    shards: int
+    pool: int                   # architectures in the whole pool
+    archs: int                  # architectures in this shard's slice, all evaluated
+    scored: int | None = None   # of those, the ones with a ground truth (None: no ground truth)
+
+    def message(self) -> str:
+        return json.dumps(asdict(self), allow_nan=False)
+
+
 STATUS_DECIMALS = 4   # kubectl prints a number column as stored: 0.5383, not 0.5382611189082496
 
 
@@ -228,6 +244,17 @@ def parse_evaluation(text: str) -> EvaluationResult:
                             **{k: None if doc.get(k) is None else _integer(doc.get(k), k)
                                for k in ("evaluated", "scored")},
                             baselines=_baselines(doc.get("baselines")), prior_guided=_prior(doc.get("prior_guided")))
+
+
+def parse_shard(text: str) -> ShardResult:
+    doc = _object(text, {f.name for f in fields(ShardResult)})
+    result = ShardResult(shard=_integer(doc.get("shard"), "shard"), shards=_integer(doc.get("shards"), "shards", 1),
+                         pool=_integer(doc.get("pool"), "pool"), archs=_integer(doc.get("archs"), "archs"),
+                         scored=None if doc.get("scored") is None else _integer(doc.get("scored"), "scored"))
+    if result.shard >= result.shards or result.archs > result.pool or (result.scored or 0) > result.archs:
+        raise MessageError(f"shard {result.shard} of {result.shards}: {result.archs} archs of {result.pool}, "
+                           f"{result.scored} scored: inconsistent")
+    return result
 
 
 def _baselines(value: Any) -> dict[str, float] | None:

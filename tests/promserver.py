@@ -76,6 +76,8 @@ def _relabelings(rules: list[dict]) -> list[dict]:
 def _job(kind: str, monitor: dict, index: int, endpoint: dict, sd: dict) -> dict:
     meta, spec = monitor["metadata"], monitor["spec"]
     role = "pod" if kind == "podMonitor" else "endpoints"
+    if "kubernetes_sd_configs" in sd:   # the discovery's role follows the monitor's kind
+        sd = {"kubernetes_sd_configs": [{**c, "role": role} for c in sd["kubernetes_sd_configs"]]}
     port_label = ("__meta_kubernetes_pod_container_port_name" if role == "pod"
                   else "__meta_kubernetes_endpoint_port_name")
     relabel = _selector_keeps("pod" if role == "pod" else "service", spec.get("selector") or {})
@@ -219,3 +221,28 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# The dashboard's queries, with Grafana's variables substituted
+DASHBOARD = Path(__file__).resolve().parents[1] / "charts" / "stepshot" / "dashboards" / "stepshot.json"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])] if p["type"] != "row"]
+    out = [(f"panel {p['title']!r} {t['refId']}", t["expr"]) for p in panels for t in p["targets"]]
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query)
+            out.append((f"variable {v['name']!r}", m.group(1)))   # its values come from this selector
+    return out
+
+
+def substitute(expr: str, run_seconds: float) -> str:
+    """Grafana's substitution with every variable on "All" (the dashboard's default)."""
+    for var in ("namespace", "name", "stage"):
+        expr = expr.replace(f"${var}", ".*")
+    return (expr.replace("$__rate_interval", "10s")
+            .replace("$__range", f"{int(run_seconds) + 1}s"))

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import kopf
 
+from stepshot.errors import StepshotError
 from stepshot_operator import handlers
 
 
@@ -37,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:   # the chart's settings (environment): invalid ones stop the operator here, each named
+        handlers.admin_settings(os.environ)
+    except StepshotError as exc:
+        print(f"stepshot-operator: error: {exc}", file=sys.stderr)
+        return StepshotError.exit_code
     kopf.configure(verbose=args.verbose, debug=args.debug)
     if not (args.verbose or args.debug):
         # The kubelet's liveness probe would be an INFO line every period (aiohttp's access

@@ -20,17 +20,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from stepshot import manifests
 from stepshot.manifests import ClusterCaps
+from stepshot.errors import StepshotError
+from stepshot.manifests.cluster import load_pod_defaults
 from stepshot.names import config_map_name
 from stepshot.spec import GROUP, KIND, PLURAL, VERSION
 
-from stepshot_operator import k8s, metrics, reconcile
+from stepshot_operator import k8s, metrics, pods, reconcile
 
 DEFAULT_METRICS_PORT = 8080
 DEFAULT_RESYNC_SECONDS = 10.0
@@ -52,7 +54,9 @@ class State:
     caps: ClusterCaps
     resync: float
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
-    ensured: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name) known to exist
+    # (kind, ns, name, owner uid) known to exist. The uid matters: a resource deleted and created
+    # again under its name before this process saw the deletion must not skip its own ConfigMap.
+    ensured: set[tuple[str, str, str, str]] = field(default_factory=set)
     foreign: set[tuple[str, str]] = field(default_factory=set)       # (ns, Job) ignored and logged once
     task: asyncio.Task | None = None
 
@@ -60,7 +64,7 @@ class State:
 def _forget(state: State, namespace: str, name: str) -> None:
     """Drop what the operator keeps about a resource that is gone (or going)."""
     state.entries.pop((namespace, name), None)
-    state.ensured.discard(("ConfigMap", namespace, config_map_name(name)))
+    state.ensured -= {k for k in state.ensured if k[:3] == ("ConfigMap", namespace, config_map_name(name))}
     metrics.forget_resource(namespace, name)
 
 
@@ -88,21 +92,33 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="api"))
     await asyncio.to_thread(k8s.load_config, threads)
     kube = k8s.Kube()
-    extra = set(_names(os.environ.get("STEPSHOT_EXTRA_VOLUME_TYPES", "")))
-    re.compile(os.environ.get("STEPSHOT_ALLOWED_IMAGES") or "")   # a bad pattern stops the operator at start
-    caps = ClusterCaps(**await asyncio.to_thread(kube.discover),
-                trainer_service_account=os.environ.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
-                trainer_pull_secrets=_names(os.environ.get("STEPSHOT_TRAINER_IMAGE_PULL_SECRETS", "")),
-                volume_types=manifests.SAFE_VOLUME_TYPES | extra,
-                allowed_images=os.environ.get("STEPSHOT_ALLOWED_IMAGES") or None)
-    logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s; data volume types %s",
+    caps = ClusterCaps(**await asyncio.to_thread(kube.discover), **admin_settings(os.environ))
+    logger.info("API server %d.%d: indexed jobs %s, job suspend %s, volume snapshots %s; data volume types %s; "
+                "host network %s, capabilities %s, stage-pod defaults %s",
                 *caps.version, caps.indexed_jobs, caps.job_suspend, caps.volume_snapshots,
-                ",".join(sorted(caps.volume_types)))
+                ",".join(sorted(caps.volume_types)), caps.host_network, ",".join(sorted(caps.capabilities)) or "none",
+                ",".join(sorted(caps.pod_defaults)) or "none")
     port = int(memo.get("metrics_port", os.environ.get("STEPSHOT_METRICS_PORT", DEFAULT_METRICS_PORT)))
     metrics.serve(port, memo.get("metrics_address", "0.0.0.0"))
     state = State(kube, caps, float(memo.get("resync", DEFAULT_RESYNC_SECONDS)))
     state.task = asyncio.create_task(_resync_loop(state, logger))
     memo["state"] = state
+
+
+def admin_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ClusterCaps fields the chart's values set (the Deployment's environment); a bad
+    image pattern or invalid stage-pod defaults stop the operator at start, each error named."""
+    try:
+        re.compile(env.get("STEPSHOT_ALLOWED_IMAGES") or "")
+    except re.error as exc:
+        raise StepshotError(f"env STEPSHOT_ALLOWED_IMAGES (chart value trainer.allowedImages): {exc}") from exc
+    return {"trainer_service_account": env.get("STEPSHOT_TRAINER_SERVICE_ACCOUNT") or None,
+            "trainer_pull_secrets": _names(env.get("STEPSHOT_TRAINER_IMAGE_PULL_SECRETS", "")),
+            "volume_types": manifests.SAFE_VOLUME_TYPES | set(_names(env.get("STEPSHOT_EXTRA_VOLUME_TYPES", ""))),
+            "allowed_images": env.get("STEPSHOT_ALLOWED_IMAGES") or None,
+            "host_network": env.get("STEPSHOT_ALLOW_HOST_NETWORK") == "true",
+            "capabilities": frozenset(_names(env.get("STEPSHOT_ALLOWED_CAPABILITIES", ""))),
+            "pod_defaults": load_pod_defaults(env.get("STEPSHOT_POD_DEFAULTS", ""), "env STEPSHOT_POD_DEFAULTS")}
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -194,10 +210,12 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
         return
     state.entries[(namespace, name)].generation = body["metadata"].get("generation")
     jobs = _owned(state, body, listed, logger)
-    terminations = {}
-    if reconcile.terminations_needed(body, jobs):
-        terminations = _from_owned_pods(await asyncio.to_thread(kube.list_terminations, namespace, sel,
-                                                                manifests.LABEL_JOB), jobs)
+    terminations, waiting = {}, {}
+    wanted = reconcile.terminations_needed(body, jobs)
+    if wanted or reconcile.pods_may_wait(jobs):   # one list of the children's pods serves both
+        listed_pods = await asyncio.to_thread(kube.list_pods, namespace, sel)
+        terminations = pods.owned(pods.terminations(listed_pods), jobs) if wanted else {}
+        waiting = pods.owned(pods.waiting(listed_pods), jobs)
     snapshots = {}
     if state.caps.volume_snapshots:
         snapshots = await asyncio.to_thread(kube.list_volume_snapshots, namespace, sel)
@@ -211,27 +229,13 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
         present = config_map is not None
         started = manifests.spec_from_config_map(config_map) if edited else None
         if not present:   # deleted: the cache must not keep the operator from recreating it
-            state.ensured.discard(("ConfigMap", namespace, config_map_name(name)))
+            state.ensured.discard(("ConfigMap", namespace, config_map_name(name), body["metadata"].get("uid")))
     observed = reconcile.Observed(jobs=jobs, terminations=terminations, volume_snapshots=snapshots,
-                                  started_spec=started, config_map_present=present)
+                                  started_spec=started, config_map_present=present, waiting=waiting)
     now = datetime.now(timezone.utc)
     result = reconcile.reconcile(body, observed, state.caps, now, current)
 
-    refused = []
-    for obj in result.create:
-        key = (obj["kind"], namespace, obj["metadata"]["name"])
-        if key in state.ensured:
-            continue  # created (or found) by this process already: save a round trip per stage
-        if obj["kind"] != "ServiceAccount":  # shared by the namespace's resources: owned by none
-            kopf.adopt(obj, owner=body, nested="spec.template" if obj["kind"] == "Job" else None)
-        try:
-            created = await asyncio.to_thread(kube.create, obj)
-        except ApiException as exc:   # the user must see it: a condition and an Event, not only this log
-            refused.append(f"{obj['kind']} {obj['metadata']['name']}: {k8s.api_message(exc)}")
-            continue
-        if obj["kind"] in ("ConfigMap", "ServiceAccount"):
-            state.ensured.add(key)
-        logger.info("%s %s/%s", "created" if created else "found existing", obj["kind"], obj["metadata"]["name"])
+    refused, taken = await _create_children(state, body, result.create, logger)
     for job in result.suspend:
         await asyncio.to_thread(kube.set_job_suspend, namespace, job, True)
     for job in result.resume:
@@ -239,17 +243,25 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
     for job in result.delete_jobs:
         logger.info("stopping Job %s/%s: another node's Job of its stage failed", namespace, job)
         await asyncio.to_thread(kube.delete_job, namespace, job)
-    status = reconcile.with_degraded(result.status, body.get("status") or {}, refused, now)
+    status = reconcile.with_degraded(result.status, body.get("status") or {}, refused, now, taken)
+    transitions = list(result.transitions)
+    degraded = reconcile.degraded_transition(body.get("status") or {}, status)
+    if degraded:
+        transitions.append(degraded)
+    for t in transitions:
+        if t.subject == "result":   # the operator's log says why too, not only "metrics unavailable"
+            logger.warning("%s/%s stage %s: %s", namespace, name, t.stage, t.message)
+    # Events first, under names derived from this version of the resource and the transition:
+    # if the operator dies before the status write below, the next pass derives the same
+    # transitions and names again, and an Event already posted is not posted twice.
+    await asyncio.gather(*(asyncio.to_thread(kube.post_event, body, "Warning" if t.warning else "Normal",
+                                             _event_reason(t), t.message, name=reconcile.event_name(body, t))
+                           for t in transitions))
     patch = reconcile.merge_patch(body.get("status") or {}, status)
     if patch:
         await asyncio.to_thread(kube.patch_training_status, namespace, name, patch)
-    transitions = list(result.transitions)
-    if refused and not reconcile.condition_true(body.get("status") or {}, reconcile.DEGRADED):
-        transitions.append(reconcile.Transition("resource", "degraded", "", reconcile.DEGRADED, "; ".join(refused)))
-    await asyncio.gather(*(asyncio.to_thread(kube.post_event, body, "Warning" if t.warning else "Normal",
-                                             _event_reason(t), t.message) for t in transitions))
     for t in transitions:
-        if t.subject not in ("resource", "spec", "degraded"):
+        if t.subject not in reconcile.NOT_STAGES:
             metrics.observe_transition(t.subject, t.new, t.seconds)
     metrics.observe_resource(namespace, name, status)
     if result.delete:
@@ -258,16 +270,50 @@ async def _reconcile_once(state: State, namespace: str, name: str, logger: loggi
 
 
 def _event_reason(t: reconcile.Transition) -> str:
-    if t.subject == "degraded":
-        return "ChildCreateFailed"
-    return {"resource": "Phase", "spec": ""}.get(t.subject, "Stage") + t.new
+    # degraded: ChildCreateFailed or ChildNameTaken; result: ResultRejected
+    return {"resource": "Phase", "spec": "", "pods": "", "degraded": "", "result": ""}.get(t.subject, "Stage") + t.new
+
+
+async def _create_children(state: State, body: dict, objects: tuple[dict, ...],
+                           logger: logging.Logger) -> tuple[list[str], list[str]]:
+    """Create the pass's children in order: (refused by the API server, names held by an object
+    this resource does not control). An existing object counts as created only when this
+    resource controls it: a foreign ConfigMap would give the pods another spec, a foreign Job
+    would leave its stage waiting for ever. After a taken name nothing more is created."""
+    namespace, uid = body["metadata"]["namespace"], body["metadata"].get("uid")
+    refused: list[str] = []
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        key = (kind, namespace, name, "" if kind == "ServiceAccount" else uid)   # the SA is shared
+        if key in state.ensured:
+            continue  # created (or found) by this process already: save a round trip per stage
+        if kind != "ServiceAccount":  # shared by the namespace's resources: owned by none
+            kopf.adopt(obj, owner=body, nested="spec.template" if kind == "Job" else None)
+        try:
+            created = await asyncio.to_thread(state.kube.create, obj)
+        except ApiException as exc:   # the user must see it: a condition and an Event, not only this log
+            refused.append(f"{kind} {name}: {k8s.api_message(exc)}")
+            continue
+        if not created and kind != "ServiceAccount":
+            existing = await asyncio.to_thread(state.kube.get_child, kind, namespace, name)
+            owner = pods.controller_uid(existing) if existing else uid   # gone since: the next pass creates it
+            if owner != uid:
+                message = reconcile.taken_message(kind, name, owner, uid)
+                if (namespace, f"{kind}/{name}/{uid}") not in state.foreign:   # once per holder, not per pass
+                    state.foreign.add((namespace, f"{kind}/{name}/{uid}"))
+                    logger.warning("%s/%s: %s", namespace, body["metadata"]["name"], message)
+                return refused, [message]
+        if kind in ("ConfigMap", "ServiceAccount"):
+            state.ensured.add(key)
+        logger.info("%s %s/%s", "created" if created else "found existing", kind, name)
+    return refused, []
 
 
 def _owned(state: State, body: dict, jobs: dict[str, dict], logger: logging.Logger) -> dict[str, dict]:
     """The Jobs this resource controls (its uid): a Job that merely carries its labels, or one
     left by an earlier resource of the same name, is ignored (and logged once), never adopted."""
     uid = body["metadata"].get("uid")
-    owned = {n: j for n, j in jobs.items() if k8s.controller_uid(j) == uid}
+    owned = {n: j for n, j in jobs.items() if pods.controller_uid(j) == uid}
     for name in sorted(set(jobs) - set(owned)):
         key = (body["metadata"]["namespace"], name)
         if key not in state.foreign:
@@ -275,10 +321,3 @@ def _owned(state: State, body: dict, jobs: dict[str, dict], logger: logging.Logg
             logger.warning("ignoring Job %s: it carries the labels of %s but is not controlled by it",
                            name, body["metadata"]["name"])
     return owned
-
-
-def _from_owned_pods(terminations: dict[str, list[dict]], jobs: dict[str, dict]) -> dict[str, list[dict]]:
-    """Termination messages only from pods controlled by the resource's own Jobs: a pod that
-    merely carries a stage's labels cannot supply a result."""
-    return {job: [t for t in found if t.get("ownerUid") == jobs[job]["metadata"].get("uid")]
-            for job, found in terminations.items() if job in jobs}

@@ -39,14 +39,6 @@ def api_message(exc: ApiException) -> str:
     return f"{exc.status} {text}"[:400]
 
 
-def controller_uid(obj: dict) -> str | None:
-    """The uid of the object's controller (its ownerReference with controller: true)."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
 def _json(response: Any) -> Any:
     try:
         return json.loads(response.data)
@@ -109,21 +101,10 @@ class Kube:
                                                      _preload_content=False))["items"]
         return {job["metadata"]["name"]: job for job in items}
 
-    def list_terminations(self, namespace: str, selector: str, job_label: str) -> dict[str, list[dict]]:
-        """Terminated containers of the children's pods, by the Job label on the pod."""
-        items = _json(self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                                    _preload_content=False))["items"]
-        out: dict[str, list[dict]] = {}
-        for pod in items:
-            job = (pod["metadata"].get("labels") or {}).get(job_label)
-            owner = controller_uid(pod)
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                term = (cs.get("state") or {}).get("terminated")
-                if job and term:
-                    out.setdefault(job, []).append({"exitCode": term.get("exitCode"),
-                                                    "message": term.get("message") or "",
-                                                    "finishedAt": term.get("finishedAt"), "ownerUid": owner})
-        return out
+    def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        """The children's pods (read by stepshot_operator.pods: terminations, why one cannot start)."""
+        return _json(self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                   _preload_content=False))["items"]
 
     def get_config_map(self, namespace: str, name: str) -> dict | None:
         try:
@@ -162,6 +143,28 @@ class Kube:
             raise
         return True
 
+    def get_child(self, kind: str, namespace: str, name: str) -> dict | None:
+        """A child as it is now (None: absent), read with the verbs the operator's role already
+        has: Jobs and VolumeSnapshots are listed by name, ConfigMaps and Services read."""
+        field = f"metadata.name={name}"
+        if kind == "Job":
+            items = _json(self.batch.list_namespaced_job(namespace, field_selector=field,
+                                                         _preload_content=False))["items"]
+            return items[0] if items else None
+        if kind == "VolumeSnapshot":
+            items = _json(self.custom.list_namespaced_custom_object(
+                SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, "volumesnapshots", field_selector=field,
+                _preload_content=False))["items"]
+            return items[0] if items else None
+        read = {"ConfigMap": self.core.read_namespaced_config_map,
+                "Service": self.core.read_namespaced_service}[kind]
+        try:
+            return _json(read(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         """Suspend (marking the Job as suspended by the operator) or resume (dropping the mark)."""
         mark = SUSPENDED_BY_OPERATOR if suspend else None
@@ -169,13 +172,16 @@ class Kube:
             name, namespace, {"metadata": {"annotations": {ANNOTATION_SUSPENDED_BY: mark}}, "spec": {"suspend": suspend}},
             _preload_content=False))
 
-    def post_event(self, body: dict, type_: str, reason: str, message: str, attempts: int = 4) -> None:
+    def post_event(self, body: dict, type_: str, reason: str, message: str, attempts: int = 4,
+                   name: str | None = None) -> None:
         """A core/v1 Event on the resource, with retries: a transition's Event is not dropped
-        because one request failed (kopf's own poster only works inside its handlers)."""
+        because one request failed (kopf's own poster only works inside its handlers). With a
+        `name`, an Event of that name that already exists counts as posted (idempotent)."""
         meta = body["metadata"]
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        named = {"name": name} if name else {"generateName": f"{meta['name']}."}
         event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                 "metadata": {**named, "namespace": meta["namespace"]},
                  "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
                                     "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
                  "type": type_, "reason": reason, "message": message[:1024],
@@ -186,6 +192,8 @@ class Kube:
                 _done(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False))
                 return
             except ApiException as exc:
+                if name and exc.status == 409:   # posted by an earlier pass that died before its status write
+                    return
                 transient = exc.status is None or exc.status >= 500 or exc.status == 429
                 if not transient or attempt == attempts - 1:
                     raise

@@ -18,6 +18,7 @@ resource) and reports later edits in a SpecChanged condition instead of half-app
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,7 @@ from stepshot.names import config_map_name, merge_job_name, snapshot_name
 from stepshot.plan import Plan, Stage, build_plan
 from stepshot.spec import RUNTIME_FIELDS, Spec, SpecError, changed_fields, load, training_fields
 from stepshot.workdir import MessageError, parse_evaluation, parse_snapshot
+from stepshot_operator import shard_progress
 
 PENDING, RUNNING, SNAPSHOTTING, SUCCEEDED, FAILED, SUSPENDED = (
     "Pending", "Running", "Snapshotting", "Succeeded", "Failed", "Suspended")
@@ -46,6 +48,8 @@ class Observed:
     volume_snapshots: Mapping[str, dict] = field(default_factory=dict)      # name -> VolumeSnapshot
     started_spec: Mapping | None = None    # the spec in the spec ConfigMap, when it was read
     config_map_present: bool | None = None  # whether the spec ConfigMap exists (None: not looked at)
+    waiting: Mapping[str, Sequence[dict]] = field(default_factory=dict)
+    # ^ Job name -> its pods that cannot start (stepshot_operator.pods.waiting): {"pod", "stage", "reason", "message"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,10 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        return self.new == FAILED or self.subject in ("spec", "degraded")
+        return self.new == FAILED or self.subject in ("spec", "degraded", "pods", "result")
+
+
+NOT_STAGES = ("resource", "spec", "degraded", "pods", "result")   # Transition subjects that are not a stage's
 
 
 @dataclass(frozen=True)
@@ -127,15 +134,27 @@ def _terminated(observed: Observed, job: str, success: bool) -> dict | None:
     return max(hits, key=lambda t: t.get("finishedAt") or "", default=None)
 
 
-def _result(observed: Observed, job: str, parse: Callable[[str], object]) -> dict | None:
-    """The status form of the Job's result message (stepshot.workdir), None if absent or malformed."""
+def _result(observed: Observed, job: str, parse: Callable[[str], object],
+            rejected: list[str] | None = None) -> dict | None:
+    """The status form of the Job's result message (stepshot.workdir), None if absent or
+    malformed; why it was unusable goes to `rejected` (an Event and a log line)."""
     hit = _terminated(observed, job, success=True)
-    if not hit or not hit.get("message"):
+    if not hit:
         return None
-    try:
-        return parse(hit["message"]).status()
-    except MessageError:
-        return None
+    if not (hit.get("message") or "").strip():
+        why = f"Job {job} finished without a result message"
+    else:
+        try:
+            return parse(hit["message"]).status()
+        except MessageError as exc:   # pod output is untrusted: say why it was refused
+            why = f"the result message of Job {job} was rejected: {exc}"[:500]
+    if rejected is not None:
+        rejected.append(why)
+    return None
+
+
+RESULT_REJECTED = "ResultRejected"
+METRICS_UNAVAILABLE = "evaluation finished; metrics unavailable"
 
 
 def _log_tail(observed: Observed, job: str) -> str:
@@ -251,18 +270,89 @@ def started_spec_needed(current: Spec | SpecError, jobs: Mapping[str, dict]) -> 
 DEGRADED = "Degraded"
 
 
-def with_degraded(status: dict, old: Mapping, refused: Sequence[str], now: datetime) -> dict:
-    """The status plus the Degraded condition: True while the API server refuses a child
-    (its message; every pass retries), False otherwise."""
+CHILD_CREATE_FAILED, CHILD_NAME_TAKEN = "ChildCreateFailed", "ChildNameTaken"
+
+
+def with_degraded(status: dict, old: Mapping, refused: Sequence[str], now: datetime,
+                  taken: Sequence[str] = ()) -> dict:
+    """The status plus the Degraded condition: True while a child's name is held by an object
+    this resource does not control (`taken`: nothing more is created until it is gone), or
+    while the API server refuses a child (its message); every pass retries. False otherwise."""
     old_conditions = {c.get("type"): c for c in old.get("conditions") or []}
-    degraded = _condition(DEGRADED, bool(refused), "ChildCreateFailed" if refused else "ChildrenCreated",
-                          "; ".join(refused)[:1024], old_conditions, status.get("observedGeneration"), now)
+    problems = [*taken, *refused]
+    reason = CHILD_NAME_TAKEN if taken else CHILD_CREATE_FAILED if refused else "ChildrenCreated"
+    degraded = _condition(DEGRADED, bool(problems), reason, "; ".join(problems)[:1024], old_conditions,
+                          status.get("observedGeneration"), now)
     return {**status, "conditions": [*status.get("conditions", []), degraded]}
+
+
+def degraded_transition(old: Mapping, status: Mapping) -> Transition | None:
+    """The Event of a Degraded condition that became True, or changed its reason (level-based:
+    from the two statuses, so a pass that dies before its status write posts it again)."""
+    new = next((c for c in status.get("conditions") or [] if c.get("type") == DEGRADED), None)
+    if not new or new.get("status") != "True":
+        return None
+    before = next((c for c in old.get("conditions") or [] if c.get("type") == DEGRADED), {})
+    if before.get("status") == "True" and before.get("reason") == new.get("reason"):
+        return None
+    return Transition("resource", "degraded", "", new["reason"], new.get("message") or "")
+
+
+def taken_message(kind: str, name: str, owner_uid: str | None, uid: str | None) -> str:
+    """Why a child's deterministic name cannot be used: another object holds it."""
+    holder = f"controlled by uid {owner_uid}" if owner_uid else "controlled by nothing"
+    return (f"{kind} {name} already exists, {holder}, not by this resource (uid {uid}): left by an earlier "
+            f"resource of the same name, or created by hand; the run waits until it is deleted "
+            f"(kubectl delete {kind.lower()} {name})")
+
+
+def event_name(body: Mapping, t: Transition) -> str:
+    """A deterministic Event name for transition `t` of this version of the resource: a pass
+    that posted its Events and died before writing the status posts the same names again, and
+    the API server's AlreadyExists makes that a no-op (an Event is neither lost nor doubled).
+    After the status write the resourceVersion differs, so a later identical transition (a
+    retried stage failing again) gets an Event of its own."""
+    meta = body.get("metadata") or {}
+    key = "/".join(str(x) for x in (meta.get("uid"), meta.get("resourceVersion"), t.subject, t.stage, t.old, t.new))
+    return f"{meta.get('name')}.{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def pods_to_start(jobs: Mapping[str, dict]) -> bool:
     """Whether a Job may still start pods (active or suspended): they mount the spec ConfigMap."""
     return any(job_state(job) in (ACTIVE, SUSPENDED) for job in jobs.values())
+
+
+def pods_may_wait(jobs: Mapping[str, dict]) -> bool:
+    """Whether a Job has pods that may be stuck before starting (the handler lists them then)."""
+    return any(job_state(job) == ACTIVE for job in jobs.values())
+
+
+PODS_PENDING = "PodsPending"
+
+
+def _pods_pending(observed: Observed) -> tuple[str, str] | None:
+    """(reason, message) while a pod of an active Job cannot start, else None. The first pod
+    (by Job, then pod name) gives the reason; the message counts the others."""
+    stuck = sorted(((job, w) for job, found in observed.waiting.items()
+                    if job_state(observed.jobs.get(job)) == ACTIVE for w in found),
+                   key=lambda jw: (jw[0], jw[1].get("pod") or ""))
+    if not stuck:
+        return None
+    job, first = stuck[0]
+    where = f"stage {first['stage']}, " if first.get("stage") else ""
+    text = f"{where}pod {first.get('pod')} (Job {job}) cannot start: {first['reason']}"
+    text += f": {first['message']}" if first.get("message") else ""
+    more = f" (and {len(stuck) - 1} more pod{'s' * (len(stuck) > 2)})" if len(stuck) > 1 else ""
+    return first["reason"], text[:900] + more
+
+
+def _pods_pending_condition(pending: tuple[str, str] | None, old: Mapping, generation: int | None,
+                            now: datetime) -> dict:
+    """True (the scheduler's or kubelet's reason) while a stage pod cannot start; level-based:
+    False again as soon as no pod of an active Job is stuck."""
+    old_conditions = {c.get("type"): c for c in old.get("conditions") or []}
+    reason, message = pending or ("NoPodWaiting", "no stage pod is waiting to be scheduled or for its containers")
+    return _condition(PODS_PENDING, pending is not None, reason, message, old_conditions, generation, now)
 
 
 def condition_true(status: Mapping, ctype: str) -> bool:
@@ -287,6 +377,7 @@ class _Pass:
     generation: int | None
     now: datetime
     views: dict[str, _StageView] = field(default_factory=dict)
+    rejected: dict[str, list[str]] = field(default_factory=dict)   # stage -> why its result was unusable
 
     @property
     def plan(self) -> Plan:
@@ -319,16 +410,29 @@ def reconcile(body: Mapping, observed: Observed, caps: ClusterCaps, now: datetim
     phase = _phase(failed, evaluation, suspended or waiting, bool(observed.jobs or create))
 
     old_stages: Mapping[str, dict] = old.get("stages") or {}
-    stages_status = {name: _stage_status(p.ctx, v, observed, old_stages.get(name) or {})
+    # A stage's result message is judged once, in the pass that records the stage Succeeded
+    # (later passes may list the same pods again for another stage's message).
+    p.rejected = {name: [] for name in p.views if (old_stages.get(name) or {}).get("state") != SUCCEEDED}
+    stages_status = {name: _stage_status(p.ctx, v, observed, old_stages.get(name) or {}, p.rejected.get(name))
                      for name, v in p.views.items()}
-    result_metrics = (_result(observed, evaluation.jobs[-1], parse_evaluation)
+    result_metrics = (_result(observed, evaluation.jobs[-1], parse_evaluation,
+                              p.rejected.get(evaluation.stage.name))
                       if evaluation.state == SUCCEEDED else None) or old.get("result")
     status = _status(p, stages_status, phase, failed, result_metrics, _suspension(suspended, waiting, held))
+    archs = _archs(p.ctx, evaluation, observed, stages_status[evaluation.stage.name], result_metrics)
+    if archs:
+        status["archs"] = archs
     status["conditions"].append(_spec_condition(edit, old, generation, now))
+    pending = _pods_pending(observed)
+    status["conditions"].append(_pods_pending_condition(pending, old, generation, now))
 
     transitions = _transitions(plan, p.views, stages_status, old_stages, old.get("phase"), phase, status)
     if edit and not condition_true(old, SPEC_CHANGED):
         transitions += (Transition("spec", "spec", "", SPEC_CHANGED, edit),)
+    if pending and not condition_true(old, PODS_PENDING):
+        transitions += (Transition("pods", "pods", "", PODS_PENDING, pending[1]),)
+    transitions += tuple(Transition(stage, "result", "", RESULT_REJECTED, why)
+                         for stage, whys in p.rejected.items() for why in whys)
     return Result(status=status, create=tuple(create), suspend=tuple(suspend), resume=tuple(resume),
                   delete_jobs=_stopped_siblings(p.views, observed), transitions=transitions,
                   delete=_ttl_expired(spec, status, now))
@@ -403,6 +507,40 @@ def _shards(ctx: Context, view: _StageView, observed: Observed) -> dict | None:
     done = (((shards[0] or {}).get("status") or {}).get("succeeded") or 0) if len(shards) == 1 else \
         sum(job_state(j) == SUCCEEDED for j in shards)
     return {"done": min(int(done), total), "total": total, "merge": job_state(observed.jobs.get(view.jobs[-1]))}
+
+
+def _shard_reports(ctx: Context, view: _StageView, observed: Observed, old: Mapping) -> dict | None:
+    """The finished shards' messages (stepshot_operator.shard_progress), read once and kept."""
+    if view.stage.is_train or ctx.spec.evaluation.shards == 1:
+        return None
+    terms = [t for name in view.jobs[:-1] for t in observed.terminations.get(name, ())]
+    return shard_progress.reports(terms, ctx.spec.evaluation.shards, old.get("shardReports") or {}) or None
+
+
+def _completed_shards(ctx: Context, view: _StageView, observed: Observed) -> set[int]:
+    """Shard indexes done: an Indexed Job's completedIndexes (all once it completed), else the
+    per-shard Jobs that succeeded."""
+    total, shards = ctx.spec.evaluation.shards, view.jobs[:-1]
+    if len(shards) == 1:
+        job = observed.jobs.get(shards[0])
+        if job_state(job) == SUCCEEDED:
+            return set(range(total))
+        return shard_progress.completed_indexes(((job or {}).get("status") or {}).get("completedIndexes"), total)
+    return {i for i, name in enumerate(shards) if job_state(observed.jobs.get(name)) == SUCCEEDED}
+
+
+def _archs(ctx: Context, view: _StageView, observed: Observed, stage: Mapping, result: Mapping | None) -> dict | None:
+    """Architectures evaluated of the pool (and scored): the evaluation's result once it is in,
+    else the completed shards' slices (shard_progress.archs); None while neither is known."""
+    evaluated = (result or {}).get("evaluated")
+    if isinstance(evaluated, int):
+        scored = (result or {}).get("scored")
+        return _compact({"evaluated": evaluated, "total": evaluated, "progress": f"{evaluated}/{evaluated}",
+                         "scored": scored if isinstance(scored, int) else None})
+    if not stage.get("shardReports"):
+        return None
+    return shard_progress.archs(ctx.spec.evaluation.shards, _completed_shards(ctx, view, observed),
+                                stage["shardReports"])
 
 
 def _with_shared_objects(p: _Pass, create: list[dict]) -> list[dict]:
@@ -580,7 +718,8 @@ def _next_objects(ctx: Context, views: dict[str, _StageView], observed: Observed
 
 # --------------------------------------------------------------------------- status
 
-def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mapping) -> dict:
+def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mapping,
+                  rejected: list[str] | None = None) -> dict:
     stage = view.stage
     jobs = [observed.jobs[n] for n in view.jobs if n in observed.jobs]
     starts = [(j.get("status") or {}).get("startTime") for j in jobs]
@@ -592,6 +731,7 @@ def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mappi
         "completionTime": max(ends) if jobs and all(ends) else None,
         "message": view.failure, "reason": view.reason if view.state == FAILED else None,
         "shards": _shards(ctx, view, observed),
+        "shardReports": _shard_reports(ctx, view, observed, old),
     })
     if stage.is_train:
         snap_name = snapshot_name(ctx.name, stage.name)
@@ -604,7 +744,7 @@ def _stage_status(ctx: Context, view: _StageView, observed: Observed, old: Mappi
             ready = (observed.volume_snapshots[snap_name].get("status") or {}).get("readyToUse", False)
             snapshot["volumeSnapshot"] = {"name": snap_name, "readyToUse": bool(ready)}
         entry["snapshot"] = snapshot
-        manifest = _result(observed, snap_name, parse_snapshot) if view.snapshot == SUCCEEDED else None
+        manifest = _result(observed, snap_name, parse_snapshot, rejected) if view.snapshot == SUCCEEDED else None
         checkpoint = manifest or old.get("checkpoint")
         if checkpoint:
             entry["checkpoint"] = checkpoint
@@ -658,7 +798,7 @@ def _status(p: _Pass, stages: dict, phase: str, failed: list[_StageView], result
     tau = (result or {}).get("kendallTau")
     reasons["Succeeded"] = ("EvaluationComplete",
                             f"kendall tau {tau:.4f}" if isinstance(tau, (int, float)) else
-                            "evaluation finished" + ("" if result else "; metrics unavailable"))
+                            "evaluation finished" if result else _unavailable(p))
     if suspension:
         reasons["Suspended"] = suspension
 
@@ -687,6 +827,16 @@ def _status(p: _Pass, stages: dict, phase: str, failed: list[_StageView], result
     })
     status["conditions"] = _conditions(phase, reasons, old, p.generation, p.now)
     return status
+
+
+def _unavailable(p: _Pass) -> str:
+    """Why the evaluation has no metrics: said once when its message is read, then kept (the
+    pods' messages are not re-read once the stage is recorded)."""
+    why = p.rejected.get(p.plan.stages[-1].name) or []
+    if why:
+        return f"{METRICS_UNAVAILABLE}: {why[0]}"
+    old = next((c.get("message") or "" for c in p.old.get("conditions") or [] if c.get("type") == SUCCEEDED), "")
+    return old if old.startswith(METRICS_UNAVAILABLE) else METRICS_UNAVAILABLE
 
 
 def _child_counts(observed: Observed) -> dict[str, int]:
@@ -745,6 +895,19 @@ def _ttl_expired(spec: Spec, status: Mapping, now: datetime) -> bool:
     return now >= finished + timedelta(seconds=ttl)
 
 
+def _unread_shards(stages: Mapping, jobs: Mapping[str, dict]) -> bool:
+    """Whether more shard pods succeeded than the status holds messages of (an evaluation not
+    yet recorded as Succeeded): each message is read once (shard_progress)."""
+    succeeded: dict[str, int] = {}
+    for job in jobs.values():
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        if labels.get(manifests.LABEL_COMPONENT) == "evaluate":
+            stage = labels.get(manifests.LABEL_STAGE, "")
+            succeeded[stage] = succeeded.get(stage, 0) + int(((job.get("status") or {}).get("succeeded") or 0))
+    return any(count > len((stages.get(stage) or {}).get("shardReports") or {})
+               and (stages.get(stage) or {}).get("state") != SUCCEEDED for stage, count in succeeded.items())
+
+
 def merge_patch(old: Mapping, new: Mapping) -> dict:
     """A JSON merge patch turning `old` into `new`: keys that disappeared are set to null."""
     patch: dict = {}
@@ -768,6 +931,8 @@ def terminations_needed(body: Mapping, jobs: Mapping[str, dict]) -> bool:
     # A sharded evaluation's result is the merge Job's message; its shards write none.
     sharded = (((body.get("spec") or {}).get("evaluation") or {}).get("shards") or 1) > 1
     result_component = "merge" if sharded else "evaluate"
+    if sharded and _unread_shards(stages, jobs):
+        return True
     for name, job in jobs.items():
         state = job_state(job)
         component = ((job.get("metadata") or {}).get("labels") or {}).get(manifests.LABEL_COMPONENT)

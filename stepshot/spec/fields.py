@@ -6,7 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stepshot.spec.limits import MAX_SECONDS
+
+from stepshot.quantity import QUANTITY
+
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# An environment variable name every supported server accepts (a C identifier, '-' and '.').
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# An extended resource: domain-prefixed (rdma/hca_shared_devices_a, nvidia.com/mig-1g.10gb, amd.com/gpu).
+EXTENDED_RESOURCE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+CAPABILITY = r"^[A-Za-z][A-Za-z0-9_]*$"
+MAX_ENV = 128
+MAX_EXTRA_RESOURCES = 16
 # Structural schemas of core/v1 types (scripts/gen-kube-types.py writes the file).
 KUBE_TYPES: dict = json.loads((Path(__file__).parents[1] / "kube_types.json").read_text())["types"]
 
@@ -71,5 +82,30 @@ def pod_settings(role: str) -> dict:
                              "description": f"Secrets for pulling the image of {role} pods."},
         "labels": string_map(f"Extra labels of {role} Jobs and pods (e.g. kueue.x-k8s.io/queue-name)."),
         "annotations": string_map(f"Extra annotations of {role} Jobs and pods (e.g. gang scheduling)."),
-        "activeDeadlineSeconds": integer(None, 1, description=f"Fail a {role} Job running longer than this."),
+        "activeDeadlineSeconds": integer(None, 1, MAX_SECONDS, description=f"Fail a {role} Job running longer than this."),
+        "env": {"type": "array", "maxItems": MAX_ENV,
+                "items": {"type": "object", "required": ["name"],
+                          "properties": {"name": string(pattern=ENV_NAME, max_length=256),
+                                         "value": string(max_length=32768)}},
+                "description": f"Extra environment variables of the {role} container (e.g. NCCL_IB_HCA): "
+                               "name and value only (no references to Secrets); merged by name, a role's "
+                               "winning. Names the operator sets are refused."},
+        "runtimeClassName": string(description=f"RuntimeClass of {role} pods (e.g. nvidia).", pattern=DNS_SUBDOMAIN,
+                                   max_length=253),
+        "gpuResource": string(description=f"The resource the GPUs of {role} pods are requested as (default "
+                                          "nvidia.com/gpu; e.g. amd.com/gpu, a MIG profile "
+                                          "nvidia.com/mig-1g.10gb); the count comes from spec.resources."
+                                          "gpusPerNode and spec.evaluation.resources.gpus.",
+                              pattern=EXTENDED_RESOURCE, max_length=317),
+        "extraResources": {"type": "object", "maxProperties": MAX_EXTRA_RESOURCES,
+                           "additionalProperties": string(pattern=QUANTITY, max_length=64),
+                           "description": f"Extended resources each {role} pod requests (requests = limits, "
+                                          "whole numbers), e.g. rdma/hca_shared_devices_a: \"1\"; merged per key."},
+        "hostNetwork": field("boolean", None, f"Run {role} pods on the node's network (dnsPolicy "
+                                              "ClusterFirstWithHostNet); only where the operator's "
+                                              "administrator allows it (chart value trainer.allowHostNetwork)."),
+        "capabilities": {"type": "array", "maxItems": 16, "items": string(pattern=CAPABILITY, max_length=64),
+                         "description": f"Linux capabilities added to the {role} container (e.g. IPC_LOCK); only "
+                                        "those the operator's administrator allows (chart value "
+                                        "trainer.allowedCapabilities)."},
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import re
 from typing import Any, Iterator
 
@@ -33,6 +34,10 @@ def check(value: Any, schema: dict, path: str) -> Iterator[str]:
     if kind and not _type_ok(value, kind):
         got = _JSON_NAMES.get(type(value), type(value).__name__)
         yield f'{path}: Invalid value: "{got}": {path} in body must be of type {kind}: "{got}"'
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML's .inf and .nan load as floats; JSON (and so the API server) has neither.
+        yield f'{path}: Invalid value: "{value}": {path} in body must be a finite number'
         return
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(json.dumps(v) for v in schema["enum"])
@@ -63,6 +68,8 @@ def check(value: Any, schema: dict, path: str) -> Iterator[str]:
 
 
 def _check_object(value: dict, schema: dict, path: str) -> Iterator[str]:
+    if len(value) > schema.get("maxProperties", len(value)):
+        yield f"{path}: Too many: {len(value)}: must have at most {schema['maxProperties']} items"
     for key in schema.get("required", []):
         if key not in value:
             yield f"{path}.{key}: Required value"

@@ -18,7 +18,8 @@ def _n(description: str = "") -> dict:
 
 
 _CONDITION = {"type": "object", "required": ["type", "status"], "properties": {
-    "type": _s("Running, Suspended, Succeeded, Failed, SpecChanged or Degraded."),
+    "type": _s("Running, Suspended, Succeeded, Failed, SpecChanged, Degraded or PodsPending (True while a "
+               "stage pod cannot start: the scheduler's or kubelet's reason, e.g. Unschedulable, ImagePullBackOff)."),
     "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
     "reason": _s(), "message": _s(), "lastTransitionTime": {"type": "string", "format": "date-time"},
     "observedGeneration": _i()}}
@@ -33,6 +34,10 @@ _STAGE_STATUS = {"type": "object", "properties": {
     "reason": _s("The failure's reason (the Failed condition's): StageFailed, InvalidInput, ..."),
     "shards": {"type": "object", "description": "Evaluation in shards: Jobs done of all, then the merge.",
                "properties": {"done": _i(), "total": _i(), "merge": _s()}},
+    "shardReports": {"type": "object", "description": "Per finished shard (by index), its termination message: "
+                                                      "the pool's size, its slice's, and how many have a ground truth.",
+                     "additionalProperties": {"type": "object", "properties": {
+                         "pool": _i(), "archs": _i(), "scored": _i()}}},
     "snapshot": {"type": "object", "properties": {
         "job": _s(), "state": _s(), "completionTime": _s(),
         "volumeSnapshot": {"type": "object", "properties": {"name": _s(), "readyToUse": {"type": "boolean"}}}}},
@@ -59,6 +64,10 @@ STATUS_SCHEMA: dict = {
                                          "scored architectures: what the super-net has to beat."},
             "priorGuided": {"type": "object", "description": "The prior-guided ranking (spec.evaluation.prior).",
                             "properties": {"proxy": _s(), "weight": _n(), "kendallTau": _n()}}}},
+        "archs": {"type": "object", "description": "Architectures of the evaluation: evaluated of the pool "
+                                                   "(finished shards' slices, then the result's) and scored.",
+                  "properties": {"evaluated": _i(), "total": _i(), "scored": _i("Evaluated with a ground truth."),
+                                 "progress": _s("Evaluated / in the pool.")}},
         "childJobs": {"type": "object", "properties": {
             "active": _i(), "suspended": _i(), "succeeded": _i(), "failed": _i()}},
         "conditions": {"type": "array", "items": _CONDITION},
@@ -73,6 +82,8 @@ PRINTER_COLUMNS = [
     {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "stages done/planned"},
     {"name": "Tau", "type": "number", "jsonPath": ".status.result.kendallTau"},
+    {"name": "Archs", "type": "string", "jsonPath": ".status.archs.progress",
+     "description": "architectures evaluated/in the pool (finished shards, then the result)"},
     # Empty until an operator has acted on the resource: in a namespace no operator watches
     # (or while the operator is down) it stays empty, unlike a run that is merely queued.
     {"name": "Seen", "type": "integer", "jsonPath": ".status.observedGeneration",

@@ -70,6 +70,9 @@ def test_chart_crd_is_the_generated_one():
     assert yaml.safe_load(chart_crd.read_text()) == crd()
 
 
+# docs/cluster.md's InfiniBand example of trainer.podDefaults
+INFINIBAND_DEFAULTS = {"env": [{"name": "NCCL_IB_HCA", "value": "mlx5"}, {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"}],
+                       "training": {"extraResources": {"rdma/hca_shared_devices_a": "1"}, "capabilities": ["IPC_LOCK"]}}
 LINT_CASES = {
     "defaults": {},
     "namespaced-several": {"watchNamespaces": ["team-a", "team-b"],
@@ -80,7 +83,8 @@ LINT_CASES = {
     "gpu-cluster": {"monitoring": {"prometheusRule": {"enabled": True, "stalledMinutes": 45},
                                    "podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
                     "networkPolicy": {"enabled": True},
-                    "trainer": {"imagePullSecrets": [{"name": "regcred"}]}},
+                    "trainer": {"imagePullSecrets": [{"name": "regcred"}], "allowedCapabilities": ["IPC_LOCK"],
+                                "podDefaults": INFINIBAND_DEFAULTS}},
     "minimal": {"rbac": {"crdWatch": False, "volumeSnapshots": False}, "dashboard": {"enabled": False},
                 "metrics": {"service": {"enabled": False}},
                 "trainer": {"serviceAccount": {"create": False}}},
@@ -102,6 +106,9 @@ def test_lint(case, tmp_path):
     ({"trainer": {"tolerations": []}}, "tolerations"),
     ({"rbac": {"mode": "clusterwide"}}, "mode"),
     ({"operator": {"metricsPort": "8080"}}, "metricsPort"),
+    ({"trainer": {"podDefaults": {"training": {"extraResorces": {"rdma/hca": "1"}}}}}, "extraResorces"),
+    ({"trainer": {"podDefaults": {"env": [{"name": "NCCL DEBUG", "value": "1"}]}}}, "env name"),
+    ({"trainer": {"allowHostNetwork": "yes"}}, "allowHostNetwork"),
 ])
 def test_unknown_or_mistyped_values_are_refused(values, where, tmp_path):
     """values.schema.json: a misspelled or unknown value is an error, not silently ignored."""
@@ -250,7 +257,7 @@ NAMESPACED_RULES = _expand([
     ("batch", ["jobs"], ["create", "list", "watch", "patch", "delete"]),
     ("", ["pods"], ["list"]),
     ("", ["configmaps"], ["create", "get"]),
-    ("", ["services"], ["create"]),
+    ("", ["services"], ["create", "get"]),
     ("", ["serviceaccounts"], ["create"]),
     ("", ["events"], ["create"]),
     ("snapshot.storage.k8s.io", ["volumesnapshots"], ["create", "list"]),
@@ -287,7 +294,10 @@ def namespaced_release(cluster, monitoring_crds):
 def cluster_release(cluster):
     result = _install(cluster, NS_CLUSTER, "cl", {"rbac": {"mode": "cluster"},
                                                   "trainer": {"extraVolumeTypes": ["hostPath", "secret"],
-                                                              "allowedImages": r"registry\.example\.com/.*"}})
+                                                              "allowedImages": r"registry\.example\.com/.*",
+                                                              "podDefaults": INFINIBAND_DEFAULTS,
+                                                              "allowHostNetwork": True,
+                                                              "allowedCapabilities": ["IPC_LOCK"]}})
     yield result
     _uninstall(cluster, NS_CLUSTER, "cl")
 
@@ -321,6 +331,7 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     assert env["STEPSHOT_TRAINER_SERVICE_ACCOUNT"] == "stepshot-trainer"
     assert env["STEPSHOT_TRAINER_IMAGE_PULL_SECRETS"] == "regcred,mirror"
     assert "STEPSHOT_EXTRA_VOLUME_TYPES" not in env        # only the safe data volume types by default
+    assert not {"STEPSHOT_POD_DEFAULTS", "STEPSHOT_ALLOW_HOST_NETWORK", "STEPSHOT_ALLOWED_CAPABILITIES"} & set(env)
     assert {v.name for v in pod.volumes} == {"tmp"}
 
     assert core.read_namespaced_service_account("stepshot", NS_RELEASE)
@@ -374,6 +385,42 @@ def test_install_namespaced_mode(cluster, namespaced_release):
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
 
+def _selects(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if not {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+@pytest.mark.apiserver
+def test_the_networkpolicy_confines_the_operator_and_leaves_stage_traffic_alone(cluster, namespaced_release):
+    """networkPolicy.enabled: every policy the chart installs selects the operator pod, never a
+    stage pod in the same namespace, so a multi-node stage's rendezvous (29500) and gloo/NCCL
+    collective ports stay open (a pod no policy selects is not isolated). The local node's CNI
+    bridge enforces no NetworkPolicy, so this is checked here, on the selectors."""
+    from stepshot import manifests
+    from stepshot import plan as planmod
+    from stepshot import spec as specmod
+    policies = client_networking(cluster).list_namespaced_network_policy(NS_RELEASE).items
+    assert policies, "networkPolicy.enabled installed no NetworkPolicy"
+    operator_labels = cluster["apps"].read_namespaced_deployment("stepshot", NS_RELEASE).spec.template.metadata.labels
+    doc = {**_training("multi", ttl=None), "metadata": {"name": "multi", "namespace": NS_RELEASE}}   # nodes: 2
+    spec = specmod.load(doc)
+    for caps in (manifests.ClusterCaps(), manifests.ClusterCaps(version=(1, 20))):   # Indexed Job, Job per node
+        ctx = manifests.Context(spec, planmod.build_plan(spec), caps)
+        pods = [o["spec"]["template"]["metadata"]["labels"] for o in manifests.all_objects(ctx) if o["kind"] == "Job"]
+        assert any(l["stepshot.dev/component"] == "train" for l in pods)
+        for policy in policies:
+            selector = cluster["core"].api_client.sanitize_for_serialization(policy.spec.pod_selector)
+            assert _selects(selector, operator_labels), policy.metadata.name
+            assert not [l for l in pods if _selects(selector, l)], policy.metadata.name
+
+
 @pytest.mark.apiserver
 def test_alert_rules_pass_promtool(cluster, namespaced_release, tmp_path):
     from promtool import promtool_path
@@ -412,6 +459,11 @@ def test_install_cluster_mode(cluster, cluster_release):
     env = {e.name: e.value for e in container.env}
     assert env["STEPSHOT_EXTRA_VOLUME_TYPES"] == "hostPath,secret"
     assert env["STEPSHOT_ALLOWED_IMAGES"] == r"registry\.example\.com/.*"
+    assert env["STEPSHOT_ALLOW_HOST_NETWORK"] == "true" and env["STEPSHOT_ALLOWED_CAPABILITIES"] == "IPC_LOCK"
+    from stepshot_operator.handlers import admin_settings   # what the operator makes of them
+    admin = admin_settings(env)
+    assert admin["pod_defaults"] == INFINIBAND_DEFAULTS and admin["host_network"] is True
+    assert admin["capabilities"] == {"IPC_LOCK"}
     role = rbac.read_cluster_role("cl-stepshot")
     # all namespaces: kopf needs no namespace listing (only for --namespace patterns)
     assert _rules(role) == NAMESPACED_RULES | CRD_WATCH_RULES
@@ -663,3 +715,15 @@ def test_operator_completes_a_pipeline_with_the_chart_rbac(mode, cluster, reques
     for verb, resource, group in [("get", "pods", ""), ("list", "jobs", "batch"), ("get", "secrets", ""),
                                   ("list", "supernettrainings", GROUP), ("create", "events", "")]:
         assert not _can(cluster, trainer, tgroups, verb, resource, work_ns, group), (verb, resource)
+
+
+@pytest.mark.apiserver
+def test_notes_name_the_watched_namespaces_and_the_seen_column(namespaced_release, cluster_release):
+    """`kubectl get sst` in a namespace no operator watches must not look like a queued run: the
+    install's NOTES list the watched namespaces and say what an empty SEEN column means
+    (tests/operator/test_hostile_children.py shows the column empty there)."""
+    namespaced = (namespaced_release.get("info") or {}).get("notes") or ""
+    assert f"The operator watches: {NS_RELEASE}, {NS_TEAM} " in namespaced, namespaced
+    assert "SEEN column" in namespaced and "does not watch" in namespaced
+    cluster = (cluster_release.get("info") or {}).get("notes") or ""
+    assert "The operator watches: all namespaces (rbac.mode=cluster)" in cluster, cluster

@@ -211,6 +211,23 @@ def test_chart_ports_match_operator_defaults():
     assert values["metrics"]["service"]["port"] == values["operator"]["metricsPort"]
     assert values["operator"]["healthPort"] == 8081
     # the trainer pods' metrics port is named as the PodMonitor expects
-    text = (ROOT / "stepshot" / "manifests.py").read_text()
+    text = (ROOT / "stepshot" / "manifests" / "pods.py").read_text()
     assert f'"name": "{values["trainer"]["metricsPortName"]}"' in text
     assert values["image"]["repository"].endswith("stepshot-operator")
+
+
+def test_trainer_image_has_the_infiniband_libraries_nccl_loads():
+    """NCCL's IB transport dlopens libibverbs.so.1 and the adapter's provider: the trainer
+    installs Debian's packages of them (names checked against bookworm's archive) before torch,
+    and the build fails if the library does not load."""
+    _, stages = _stages()
+    trainer = stages["trainer"]
+    arg = next(r for i, r in trainer if i == "ARG" and r.startswith("RDMA_PACKAGES="))
+    packages = arg.partition("=")[2].strip('"').split()
+    assert {"libibverbs1", "ibverbs-providers"} <= set(packages)
+    runs = [r for i, r in trainer if i == "RUN"]
+    rdma = next(n for n, r in enumerate(runs) if "${RDMA_PACKAGES}" in r)
+    torch = next(n for n, r in enumerate(runs) if '"torch==${TORCH_VERSION}"' in r)
+    assert rdma < torch, "a code change must not reinstall them"
+    assert "apt-get install" in runs[rdma] and "CDLL('libibverbs.so.1')" in runs[rdma]
+    assert 'if [ -n "${RDMA_PACKAGES}" ]' in runs[rdma], "RDMA_PACKAGES= leaves them out"

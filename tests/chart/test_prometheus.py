@@ -26,14 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 from apiserver import free_port, wait_for  # tests/ is on sys.path (conftest)
-from promserver import PodTarget, Prometheus, rule_groups
+from promserver import PodTarget, Prometheus, dashboard_queries, rule_groups, substitute
 from promtool import promtool_path
 from stepshot_trainer.progress import METRICS_SECONDS
 from test_chart import (GROUP, PLURAL, VERSION, _apply_crd, _crd, _install, _operator_args,  # noqa: F401
                         _uninstall, cluster)
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "charts" / "stepshot" / "dashboards" / "stepshot.json"
 NS_RELEASE, RUN, FAILING = "ss-prom", "prom-run", "prom-fail"
 NS_RUN = NS_RELEASE      # the operator watches its release namespace
 GROUND_TRUTH = ROOT / "benchmarks" / "groundtruth" / "resnet48-fmnist.json"
@@ -63,28 +62,6 @@ def monitors(cluster):
     yield {"pod": read("podmonitors"), "service": read("servicemonitors"), "rules": read("prometheusrules"),
            "cluster": cluster}
     _uninstall(cluster, NS_RELEASE, "stepshot")
-
-
-# ---------------------------------------------------------------------------------------
-# The dashboard's queries, with Grafana's variables substituted
-def dashboard_queries() -> list[tuple[str, str]]:
-    dash = json.loads(DASHBOARD.read_text())
-    panels = [p for top in dash["panels"] for p in [top, *top.get("panels", [])] if p["type"] != "row"]
-    out = [(f"panel {p['title']!r} {t['refId']}", t["expr"]) for p in panels for t in p["targets"]]
-    for v in dash["templating"]["list"]:
-        if v["type"] == "query":
-            query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
-            m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query)
-            out.append((f"variable {v['name']!r}", m.group(1)))   # its values come from this selector
-    return out
-
-
-def substitute(expr: str, run_seconds: float) -> str:
-    """Grafana's substitution with every variable on "All" (the dashboard's default)."""
-    for var in ("namespace", "name", "stage"):
-        expr = expr.replace(f"${var}", ".*")
-    return (expr.replace("$__rate_interval", "10s")
-            .replace("$__range", f"{int(run_seconds) + 1}s"))
 
 
 # ---------------------------------------------------------------------------------------

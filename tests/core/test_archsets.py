@@ -43,9 +43,9 @@ def test_joint_sample_spans_min_to_max_net_evenly():
 
 
 def test_load_codes_formats(tmp_path):
-    codes = [a.encode() for a in stratified_archs("resnet48-fmnist", 3)]
+    codes = [a.encode() for a in stratified_archs(get_space("resnet48-fmnist"), 3)]
     files = {
-        "challenge": challenge_format(stratified_archs("resnet48-fmnist", 3)),
+        "challenge": challenge_format(stratified_archs(get_space("resnet48-fmnist"), 3)),
         "list": codes,
         "list51": [c[1:] for c in codes],
         "accs": {c: 90.0 for c in codes},

@@ -71,3 +71,27 @@ def test_sharded_evaluation_passes_strict_schemas():
         assert len(jobs) == (5 if version < (1, 22) else 2)
         for obj in jobs:
             kubernetes_validate.validate(obj, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_gpu_cluster_pod_settings_pass_strict_schemas(version):
+    """Every pod setting of spec.scheduling at once (env, runtimeClassName, a MIG GPU resource,
+    RDMA devices, hostNetwork, IPC_LOCK; chart defaults under them), on the multi-node layouts."""
+    doc = yaml.safe_load((ROOT / "examples" / "imagenet-resnet48.yaml").read_text())
+    doc["spec"]["scheduling"] = {
+        **doc["spec"].get("scheduling", {}), "runtimeClassName": "nvidia",
+        "env": [{"name": "NCCL_IB_HCA", "value": "mlx5"}, {"name": "NCCL_DEBUG"}],
+        "training": {"hostNetwork": True, "capabilities": ["IPC_LOCK"], "gpuResource": "amd.com/gpu",
+                     "extraResources": {"rdma/hca_shared_devices_a": "1"}},
+        "evaluation": {"gpuResource": "nvidia.com/mig-1g.10gb"}}
+    s = spec.load(doc)
+    defaults = {"env": [{"name": "NCCL_SOCKET_IFNAME", "value": "ib0"}], "annotations": {"a": "b"}}
+    for kube in ((1, 20), tuple(int(x) for x in version.split(".")[:2])):
+        caps = ClusterCaps(version=kube, host_network=True, capabilities=frozenset({"IPC_LOCK"}),
+                           pod_defaults=defaults)
+        assert manifests.cluster_errors(s, caps) == []
+        ctx = Context(s, plan.build_plan(s), caps)
+        jobs = [o for o in manifests.all_objects(ctx) if o["kind"] == "Job"]
+        assert any(j["spec"]["template"]["spec"].get("hostNetwork") for j in jobs)
+        for obj in manifests.all_objects(ctx):
+            kubernetes_validate.validate(obj, version, strict=True)

@@ -86,6 +86,7 @@ def test_multi_node_uses_an_indexed_job_and_headless_service():
     assert e["PET_RDZV_BACKEND"] == "c10d" and e["PET_RDZV_ENDPOINT"] == "demo-oneshot-0.demo-oneshot:29500"
     assert e["PET_RDZV_ID"] == "demo-oneshot" and e["PET_MAX_RESTARTS"] == "3" and e["PET_NNODES"] == "3"
     assert "PET_NODE_RANK" not in e and "PET_MASTER_ADDR" not in e   # ranks come from the rendezvous
+    assert e["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"   # a replacement pod can join a restarted group
     assert "--standalone" not in spec["containers"][0]["command"]
     assert "demo-oneshot-0.demo-oneshot" in spec["initContainers"][0]["command"][-1]
     # the service selects exactly this stage's training pods

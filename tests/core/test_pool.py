@@ -1,15 +1,17 @@
 """Pool evaluation's core: shard slices, the parts a shard resumes from, the streaming merge,
-the challenge submission and the top-k (torch-free: the predictions here are written by hand)."""
+the challenge submission, the top-k and the prior-guided ranking (torch-free: the predictions
+here are written by hand)."""
 import json
+import tracemalloc
 
 import pytest
 
-from stepshot import pool
+from stepshot import pool, predictors
 from stepshot.archsets import challenge_format, pool_entries, stratified_archs
-from stepshot.space import complexity, parse_arch
+from stepshot.space import complexity, get_space, parse_arch
 from stepshot.workdir import part_file, part_span, prediction_parts, top_file
 
-SPACE = "resnet48-fmnist"
+SPACE = get_space("resnet48-fmnist")
 
 
 def _pool(n: int) -> dict[str, str]:
@@ -110,3 +112,59 @@ def test_merge_refuses_a_pool_with_missing_or_foreign_parts(tmp_path):
     part_file(parts, 4, 6).write_text(json.dumps(bad))
     with pytest.raises(pool.PoolError, match="finite 'acc'"):
         pool.merge(parts, codes, out, SPACE)
+
+
+def test_prior_guided_over_the_parts_is_the_in_memory_definition(tmp_path, monkeypatch):
+    codes = _pool(23)
+    parts = tmp_path / "parts"
+    for span in (range(12, 23), range(0, 5), range(5, 12), range(8, 16)):
+        pool.write_part(parts, span, _predictions(codes, span), 1.0)
+    monkeypatch.setattr(pool, "PRIOR_CHUNK", 4)               # several calls of the prior
+    macs = predictors.complexity_scores(codes.values(), SPACE)["macs"]
+    asked = []
+
+    def prior(chunk):
+        asked.append(len(chunk))
+        return [macs[c] for c in chunk]
+    keep = {codes[n] for n in list(codes)[::3]}
+    out = tmp_path / "pred-prior.json"
+    kept = pool.prior_guided(parts, list(codes), prior, 0.3, out, keep=keep)
+    accs = {e["arch"]: e["acc"] for e in _predictions(codes, range(23)).values()}
+    expected = predictors.prior_guided(accs, macs, 0.3)
+    assert list(json.loads(out.read_text())) == list(codes.values())    # pool order
+    assert json.loads(out.read_text()) == expected and kept == {c: expected[c] for c in keep}
+    assert asked == [4, 4, 4, 4, 4, 3]
+    with pytest.raises(pool.PoolError, match="gave 2 scores for 4 codes"):
+        pool.prior_guided(parts, list(codes), lambda chunk: [1.0, 2.0][:len(chunk) - 1], 0.3, out)
+
+
+def test_prior_guided_memory_is_a_few_numbers_per_architecture_not_the_predictions(tmp_path):
+    """10,000 architectures in parts of 500: the streamed path's peak against reading the
+    predictions file whole and ranking it in memory, both with the same prior."""
+    n = 10_000
+    names = [f"arch{i}" for i in range(n)]
+    codes = {name: f"{i:052d}" for i, name in enumerate(names)}
+    parts = tmp_path / "parts"
+    for start in range(0, n, 500):
+        span = range(start, start + 500)
+        pool.write_part(parts, span, {names[i]: {"arch": codes[names[i]], "acc": (i * 7919 % 1000) / 10,
+                                                 "stage": "oneshot"} for i in span}, 1.0)
+    out = tmp_path / "pred.json"
+    pool.merge(parts, codes, out, SPACE)
+    prior = lambda chunk: [float(int(c) % 97) for c in chunk]   # noqa: E731
+
+    def whole_file():
+        accs = {e["arch"]: e["acc"] for e in json.loads(out.read_text()).values()}
+        return predictors.prior_guided(accs, dict(zip(accs, prior(list(accs)))), 0.5)
+
+    def peak(run):
+        tracemalloc.start()
+        run()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+    streamed = peak(lambda: pool.prior_guided(parts, names, prior, 0.5, tmp_path / "prior.json"))
+    assert json.loads((tmp_path / "prior.json").read_text()) == whole_file()
+    # Measured: about 110 bytes per architecture streamed (a part and a chunk of codes included),
+    # 570 read whole.
+    assert streamed < 150 * n and 4 * streamed < peak(whole_file), (streamed, peak(whole_file))

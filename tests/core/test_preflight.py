@@ -14,6 +14,7 @@ from stepshot.archsets import challenge_format, stratified_archs
 from stepshot.cli import main
 from stepshot.datasets import FMNIST_FILES
 from stepshot.spec import load
+from stepshot.space import get_space
 
 DOC = {"apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining", "metadata": {"name": "p"},
        "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist", "path": "data"}}}
@@ -46,7 +47,7 @@ def errors(tmp_path, **patch):
 
 def test_good_inputs_pass(tmp_path):
     fmnist(tmp_path / "data")
-    codes = challenge_format(stratified_archs("resnet48-fmnist", 3, seed=1))
+    codes = challenge_format(stratified_archs(get_space("resnet48-fmnist"), 3, seed=1))
     (tmp_path / "archs.json").write_text(json.dumps(codes))
     (tmp_path / "gt.json").write_text(json.dumps({k: {**v, "acc": 90.0} for k, v in codes.items()}))
     assert errors(tmp_path, evaluation={"archs": "archs.json", "groundTruth": "gt.json"},
@@ -111,7 +112,7 @@ def test_architecture_files_must_parse_and_belong_to_the_space(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     [line] = errors(tmp_path, selection={"archs": "bad.json", "groundTruth": "bad.json"})[:1]
     assert line.startswith(f"spec.selection.archs: {tmp_path / 'bad.json'}: cannot read JSON")
-    good = stratified_archs("resnet48-fmnist", 1, seed=1)[0].encode()
+    good = stratified_archs(get_space("resnet48-fmnist"), 1, seed=1)[0].encode()
     alien = "9" + good[1:]                                     # no such resolution choice
     (tmp_path / "alien.json").write_text(json.dumps([good, alien]))
     [line] = errors(tmp_path, evaluation={"archs": "alien.json"})
@@ -121,7 +122,7 @@ def test_architecture_files_must_parse_and_belong_to_the_space(tmp_path):
 
 def test_a_ground_truth_to_come_is_fine_beside_archs_but_not_as_their_source(tmp_path):
     fmnist(tmp_path / "data")
-    (tmp_path / "archs.json").write_text(json.dumps([stratified_archs("resnet48-fmnist", 1)[0].encode()]))
+    (tmp_path / "archs.json").write_text(json.dumps([stratified_archs(get_space("resnet48-fmnist"), 1)[0].encode()]))
     assert errors(tmp_path, evaluation={"archs": "archs.json", "groundTruth": "later.json"}) == []
     assert errors(tmp_path, evaluation={"groundTruth": "later.json"}) == [
         f"spec.evaluation.groundTruth: {tmp_path / 'later.json'}: not found"]

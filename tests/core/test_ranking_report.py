@@ -53,7 +53,7 @@ def test_within_partition_tau_separates_ranking_from_level_offsets(tmp_path, mon
     from stepshot.archsets import load_codes
     from stepshot.correlate import correlate
     from stepshot.partition import build_tree, route
-    from stepshot.space import parse_arch
+    from stepshot.space import get_space, parse_arch
 
     codes = list(load_codes(ranking.ARCHS).values())
     rng = np.random.default_rng(1)
@@ -61,10 +61,11 @@ def test_within_partition_tau_separates_ranking_from_level_offsets(tmp_path, mon
     _write(tmp_path / "gt.json", truth)
     monkeypatch.setattr(ranking, "GROUND_TRUTH", tmp_path / "gt.json")
     steps = ranking.PRESETS["quick"]["partition_steps"][:1]
-    [left, right] = build_tree("resnet48-fmnist", steps)[1]
+    sp = get_space("resnet48-fmnist")
+    [left, right] = build_tree(sp, steps)[1]
     # After the split each sub-supernet ranks its own architectures perfectly but sits at its own level.
     offset = {left.id: +3.0, right.id: -3.0}
-    shifted = {c: a + offset[route(parse_arch(c, "resnet48-fmnist"), [left, right]).id] for c, a in truth.items()}
+    shifted = {c: a + offset[route(parse_arch(c, sp), [left, right]).id] for c, a in truth.items()}
     noisy = {c: a + rng.normal(0, 1) for c, a in truth.items()}
     points = {("partitioned", 0): [(0, "oneshot", _write(tmp_path / "start.json", noisy)),
                                    (1, "step1", _write(tmp_path / "step1.json", shifted))]}
@@ -114,7 +115,7 @@ def test_group_gains_follow_the_routing_groups(tmp_path):
     sp = get_space(ranking.SPACE)
     max_s4 = sp.stage_widths(3)[-1]
     before = {c: 88.0 for c in codes}
-    after = {c: 88.0 + (0.0 if parse_arch(c, ranking.SPACE).stage_out(3) == max_s4 else 1.0) for c in codes}
+    after = {c: 88.0 + (0.0 if parse_arch(c, sp).stage_out(3) == max_s4 else 1.0) for c in codes}
     points = {("grouped", seed): [(0, "oneshot", _write(tmp_path / f"b{seed}.json", before)),
                                   (1, "g2", _write(tmp_path / f"a{seed}.json", after))] for seed in (0, 1)}
     rows = {(r["stage"], r["kind"]): r for r in ranking.group_gains(points, [2, 3])}
@@ -146,3 +147,15 @@ def test_full_preset_selects_checkpoints_on_reference_archs_it_never_ranks(tmp_p
     assert ranking.reference_split(16) == ranking.reference_split(16)   # one draw for every run
     quick = ranking.make_spec(ranking.PRESETS["quick"], "grouped", 0)["spec"]
     assert "selection" not in quick and quick["evaluation"]["archs"] == str(ranking.ARCHS)
+
+
+@pytest.mark.parametrize("sd,n", [(0.0239, 6), (0.020, 3), (0.048, 40), (0.01, 8)])
+def test_detectable_effect_is_where_the_power_reaches_80_percent(sd, n):
+    """ranking_v3_report's power figures agree with each other, also where scipy's noncentral t
+    is NaN far in its lower tail (that once stopped the bisection at 0.19 for a 0.034 effect)."""
+    import ranking_v3_report as report
+    effect = report.detectable_effect(sd, n)
+    assert report.power(effect, sd, n) == pytest.approx(0.8, abs=1e-6)
+    assert report.power(effect * 0.95, sd, n) < 0.8 < report.power(effect * 1.05, sd, n)
+    needed = report.seeds_for_power(sd, effect)
+    assert needed in (n, n + 1) or (n < 3 and needed == 3)   # the same figure read the other way

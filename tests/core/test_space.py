@@ -42,7 +42,7 @@ def test_fmnist_space_keeps_distinct_widths():
 
 
 def test_spec_example_decodes():
-    arch = parse_arch(EXAMPLE, "resnet48")
+    arch = parse_arch(EXAMPLE, R48)
     assert arch.depths == (2, 5, 2, 2) and arch.stem == 56
     assert arch.blocks[0] == ((56, 56), (64, 56))
     assert {out for _, out in arch.blocks[1]} == {120} and len(arch.blocks[1]) == 5
@@ -89,19 +89,19 @@ def _replace(code: str, pos: int, value: str) -> str:
 ])
 def test_bad_codes_name_position_value_and_allowed(pos, value, expected):
     with pytest.raises(ArchError) as err:
-        parse_arch(_replace(EXAMPLE, pos, value), "resnet48")
+        parse_arch(_replace(EXAMPLE, pos, value), R48)
     assert str(err.value).startswith(expected)
 
 
 def test_bad_code_positions_are_in_the_52_char_form():
     with pytest.raises(ArchError, match=r"^position 3 \(depth of stage 3\)"):
-        parse_arch(_replace(EXAMPLE, 3, "9")[1:], "resnet48")
+        parse_arch(_replace(EXAMPLE, 3, "9")[1:], R48)
 
 
 @pytest.mark.parametrize("code", ["", "12345", EXAMPLE + "0"])
 def test_wrong_length(code):
     with pytest.raises(ArchError, match="expected 52"):
-        parse_arch(code, "resnet48")
+        parse_arch(code, R48)
 
 
 def test_constructing_an_invalid_arch_raises():
@@ -142,7 +142,7 @@ def test_complexity_of_resnet48_max_matches_spec():
 
 
 def test_an_arch_holds_its_space_object_and_names_resolve_only_through_the_registry():
-    arch = parse_arch(EXAMPLE, "resnet48")
+    arch = parse_arch(EXAMPLE, get_space("resnet48"))
     assert arch.space is R48 and SPACES["resnet48"] is R48
     assert parse_arch(EXAMPLE, R48) == arch and hash(parse_arch(EXAMPLE, R48)) == hash(arch)
     with pytest.raises(TypeError, match="must be a SearchSpace"):
@@ -175,3 +175,17 @@ def test_the_stage_count_and_code_layout_come_from_the_space():
         build_tree(three, [{"dimension": "width", "stage": 4, "parts": 2}])
     with pytest.raises(ArchError, match="expected 19"):
         parse_arch(EXAMPLE, three)
+
+
+def test_the_block_kind_comes_from_the_space_and_an_unwired_kind_fails_loudly(monkeypatch):
+    """A space names its block kind; a kind no registry knows is refused, and a kind added to
+    BLOCK_KINDS without wiring its builders fails where the block shape is needed."""
+    from stepshot.space import family
+
+    assert R48.block == FM.block == "basic"
+    with pytest.raises(ValueError, match="block 'bottleneck' is not one of"):
+        dataclasses.replace(FM, name="fm-bottleneck", block="bottleneck")
+    monkeypatch.setattr(family, "BLOCK_KINDS", ("basic", "bottleneck"))
+    bottleneck = dataclasses.replace(FM, name="fm-bottleneck", block="bottleneck")
+    with pytest.raises(NotImplementedError, match="complexity has no 'bottleneck' block"):
+        complexity(bottleneck.max_arch)

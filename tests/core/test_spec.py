@@ -106,7 +106,8 @@ def test_crd_shape():
     assert status["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {"Phase": ".status.phase", "Stage": ".status.currentStage", "Progress": ".status.progress",
-                       "Tau": ".status.result.kendallTau", "Seen": ".status.observedGeneration",
+                       "Tau": ".status.result.kendallTau", "Archs": ".status.archs.progress",
+                       "Seen": ".status.observedGeneration",
                        "Age": ".metadata.creationTimestamp"}
     yaml.safe_dump(crd)  # serialisable
 
@@ -126,7 +127,7 @@ def test_load_file_resolves_relative_paths(tmp_path):
     ("resources__cpu", "1.2.3", "spec.resources.cpu"),
     ("resources__memory", "8Gii", "spec.resources.memory"),
     ("resources__cpu", "-1", "spec.resources.cpu"),
-    ("resources__cpu", "0", "spec.resources.cpu: Invalid value: \"0\": spec.resources.cpu in body should be greater than 0"),
+    ("resources__cpu", "0", "spec.resources.cpu: Invalid value: \"0\": spec.resources.cpu in body should be at least 1m"),
     ("evaluation__resources__memory", "lots", "spec.evaluation.resources.memory"),
     ("scheduling__tolerations", [{"key": "nvidia.com/gpu", "operator": "Exist"}],
      'spec.scheduling.tolerations[0].operator: Unsupported value: "Exist"'),

@@ -49,6 +49,29 @@ def test_snapshot_messages_are_checked_field_by_field(change, why):
         workdir.parse_snapshot(json.dumps(doc))
 
 
+SHARD = workdir.ShardResult(shard=1, shards=2, pool=100, archs=50, scored=16)
+
+
+@pytest.mark.parametrize("change,why", [
+    ({}, None),
+    ({"scored": None}, None),
+    ({"shard": 2}, "inconsistent"),
+    ({"shards": 0}, "integer >= 1"),
+    ({"archs": 101}, "inconsistent"),
+    ({"scored": 51}, "inconsistent"),
+    ({"pool": -1}, "integer"),
+    ({"pool": 1.5}, "integer"),
+    ({"slice": [50, 100]}, "unknown keys"),
+])
+def test_shard_messages_are_checked_field_by_field(change, why):
+    doc = {**json.loads(SHARD.message()), **change}
+    if why is None:
+        assert workdir.parse_shard(json.dumps(doc)) == workdir.ShardResult(**doc)
+        return
+    with pytest.raises(MessageError, match=why):
+        workdir.parse_shard(json.dumps(doc))
+
+
 def test_write_message_goes_where_the_pod_says(tmp_path, monkeypatch):
     monkeypatch.setenv(workdir.TERMINATION_ENV, str(tmp_path / "term"))
     workdir.write_message(SNAP.message())

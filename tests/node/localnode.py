@@ -69,7 +69,8 @@ class Node:
     def up(cls) -> "Node":
         was_up = subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode == 0
         start = time.monotonic()
-        out = _run(["bash", str(CLUSTER), "up"]).stdout.strip().splitlines()
+        # The node's cluster DNS (scripts/cluster-dns.py) runs on this Python (dnslib, kubernetes).
+        out = _run(["bash", str(CLUSTER), "up"], env=dict(os.environ, STEPSHOT_PYTHON=sys.executable)).stdout.strip().splitlines()
         node = cls(Path(out[-1]), started_here=not was_up)
         timing("node up", time.monotonic() - start)
         return node
@@ -110,10 +111,11 @@ class Node:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     # ------------------------------------------------------------------ the operator
-    def install_chart(self, tmp: Path) -> None:
-        """The operator from its image, watching every namespace: the README's command."""
+    def install_chart(self, tmp: Path, values: dict | None = None) -> None:
+        """The operator from its image, watching every namespace: the README's command (with
+        `values` on top, e.g. the monitors)."""
         extra = tmp / "values.yaml"
-        extra.write_text(json.dumps({"operator": {"extraArgs": ["--resync", "5"]}}))
+        extra.write_text(json.dumps({"operator": {"extraArgs": ["--resync", "5"]}, **(values or {})}))
         start = time.monotonic()
         existed = self.operator_pod() is not None
         _run([sys.executable, str(ROOT / "scripts" / "install-chart.py"), "-f", str(VALUES), "-f", str(extra),

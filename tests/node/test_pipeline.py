@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import time
@@ -286,48 +285,3 @@ def test_deleting_the_resource_lets_the_garbage_collector_remove_its_children(op
     assert "kendallTau" in explained
     # The trainer ServiceAccount is the namespace's, not the resource's: it stays.
     assert node.get("serviceaccount", TRAINER_SA, "-n", namespace)["automountServiceAccountToken"] is False
-
-
-def test_sharded_evaluation_resumes_a_killed_shard_and_merges_the_unsharded_predictions(operator):
-    """evaluation.shards = 2 (one Job per shard on this 1.20 server, one at a time): a shard pod
-    SIGKILLed after its first parts is replaced and resumes without rewriting them; the merge
-    Job's predictions equal, byte for byte, one unsharded `stepshot evaluate` of the same
-    snapshots here (same torch build, one thread)."""
-    node, namespace, name = operator, f"nas-shards-{RUN}", "shards"
-    work = node.work_volume(namespace)
-    evaluation = {"shards": 2, "maxParallel": 1, "checkpointEvery": 4, "evalImages": 2000}
-    doc = training(name, namespace, evaluation=evaluation)
-    start = time.monotonic()
-    apply(node, doc)
-    parts = work / "eval" / "predictions.parts"
-
-    def first_shard_part_files():
-        pods = node.get("pods", "-n", namespace, "-l", f"stepshot.dev/job={name}-eval-0")["items"]
-        running = [p for p in pods if (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("running")]
-        files = {p: p.stat().st_mtime_ns for p in parts.glob("*/part-*.json")}
-        return (running[0], files) if running and files else None
-    pod, before = wait_for(first_shard_part_files, 900, "shard 0 running with a part written", 0.25)
-    _kill_container(pod)
-
-    body = wait_phase(node, namespace, name, 900)
-    timing("sharded evaluation (2 train + 2 snapshot + 2 shard + 1 merge pods, 1 killed): apply -> Succeeded",
-           time.monotonic() - start)
-    assert_succeeded(node, body, work, ["oneshot", "g2"])
-    status = body["status"]
-    assert status["result"]["evaluated"] == 64 and status["result"]["scored"] == 64
-    assert status["stages"]["eval"]["shards"] == {"done": 2, "total": 2, "merge": "Succeeded"}
-    assert node.get("job", f"{name}-eval-0", "-n", namespace)["status"].get("failed") == 1
-    # The parts written before the kill were not evaluated (written) again.
-    assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert len(list(parts.glob("*/part-*.json"))) == 64 // 4
-
-    local = dict(doc, spec={**doc["spec"], "dataset": {k: v for k, v in doc["spec"]["dataset"].items() if k != "volume"}})
-    local["spec"]["dataset"]["path"] = "/usr/share/datasets/fashion-mnist"
-    local["spec"]["evaluation"] = {**doc["spec"]["evaluation"],
-                                   "archs": str(ROOT / "benchmarks/archs/resnet48-fmnist-64.json"),
-                                   "groundTruth": str(ROOT / "benchmarks/groundtruth/resnet48-fmnist.json")}
-    (work / "local.yaml").write_text(yaml.safe_dump(local))
-    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "stepshot.cli", "evaluate", str(work / "local.yaml"),
-                    "--workdir", str(work), "--out", str(work / "eval/unsharded.json"), "--threads", "1",
-                    "--processes", "1"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert (work / "eval/predictions.json").read_bytes() == (work / "eval/unsharded.json").read_bytes()

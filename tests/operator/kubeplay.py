@@ -28,8 +28,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class OperatorProcess:
-    def __init__(self, server: ApiServer, namespace: str, log: Path):
+    def __init__(self, server: ApiServer, namespace: str, log: Path, env: dict[str, str] | None = None):
         self.server, self.namespace, self.log = server, namespace, log
+        self.env = env or {}     # the chart's settings (the Deployment's environment)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60, resync: float = 2) -> "OperatorProcess":
@@ -40,7 +41,7 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stepshot_operator", "--namespace", self.namespace, "--standalone",
              "--metrics-port", "0", "--resync", str(resync), "--liveness", f"http://127.0.0.1:{port}/healthz"],
-            env=self.server.env(), stdout=out, stderr=subprocess.STDOUT)
+            env={**self.server.env(), **self.env}, stdout=out, stderr=subprocess.STDOUT)
 
         def alive() -> bool:
             assert self.proc.poll() is None, f"operator exited:\n{self.output()}"

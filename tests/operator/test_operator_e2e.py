@@ -1,5 +1,6 @@
 """The operator against a real kube-apiserver + etcd; the tests play the Job controller."""
 import copy
+import json
 import uuid
 
 import pytest
@@ -161,19 +162,21 @@ def _events(apiserver, namespace: str, name: str) -> dict[str, str]:
 
 
 def test_a_child_the_api_server_refuses_is_visible_as_degraded(apiserver, namespace, operator):
-    """A spec our schema accepts but the API server refuses as a Job (a toleration with
-    operator Exists and a value): the user sees the API server's words, not only a log."""
+    """A spec our rules accept but the API server refuses as a Job (a node selector term
+    `In` with no values): the user sees the API server's words, not only a log."""
     doc = body(**GROUPED)
-    doc["spec"]["scheduling"] = {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}
+    term = {"matchExpressions": [{"key": "gpu", "operator": "In", "values": []}]}
+    doc["spec"]["scheduling"] = {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}}
     t = Training(apiserver, namespace, doc)
     t.create()
     degraded = wait_for(lambda: (c := _condition(t.status(), "Degraded")).get("status") == "True" and c,
                         what="Degraded=True")
     assert degraded["reason"] == "ChildCreateFailed" and "sst-oneshot" in degraded["message"]
-    assert "tolerations[0].operator" in degraded["message"], degraded
+    assert "matchExpressions[0].values" in degraded["message"], degraded
     events = wait_for(lambda: (e := _events(apiserver, namespace, "sst")).get("ChildCreateFailed") and e,
                       what="a ChildCreateFailed Event")
-    assert "tolerations[0].operator" in events["ChildCreateFailed"]
+    assert "matchExpressions[0].values" in events["ChildCreateFailed"]
     assert t.jobs() == {}
 
 
@@ -239,9 +242,9 @@ def test_liveness_probes_leave_the_log_to_the_operator(operator):
 def test_sharded_evaluation_fans_out_then_merges(apiserver, namespace, operator):
     """evaluation.shards: an Indexed Job (parallelism maxParallel) where served, else one Job per
     shard, maxParallel at a time (this 1.20 server); then the merge Job, whose result (evaluated /
-    scored) is the resource's; the shards' progress is in the status."""
+    scored) is the resource's; the shards' progress (Jobs, then architectures) is in the status."""
     from apiserver import finish_job, terminated_pod
-    from stepshot.workdir import EvaluationResult
+    from stepshot.workdir import EvaluationResult, ShardResult
 
     doc = body()
     doc["spec"]["fewShot"] = {"mode": "none"}
@@ -262,8 +265,11 @@ def test_sharded_evaluation_fans_out_then_merges(apiserver, namespace, operator)
     else:
         t.wait_jobs({"sst-eval-0", "sst-eval-1"})
         assert "sst-eval-2" not in t.jobs()                    # maxParallel shards at once
+        terminated_pod(t.core, t.jobs()["sst-eval-0"], ShardResult(0, 3, pool=100, archs=33, scored=11).message())
         finish_job(t.batch, namespace, "sst-eval-0", True)
         wait_for(lambda: t.status()["stages"]["eval"].get("shards", {}).get("done") == 1, what="1 of 3 shards done")
+        archs = {"evaluated": 33, "total": 100, "scored": 11, "progress": "33/100"}   # through the schema's pruning
+        wait_for(lambda: t.status().get("archs") == archs, what="architectures 33/100 in the status")
         t.wait_jobs({"sst-eval-2"})
         for name in ("sst-eval-1", "sst-eval-2"):
             finish_job(t.batch, namespace, name, True)
@@ -276,6 +282,7 @@ def test_sharded_evaluation_fans_out_then_merges(apiserver, namespace, operator)
     status = wait_for(lambda: (s := t.status()).get("phase") == "Succeeded" and s, what="phase Succeeded")
     assert status["result"] == {"n": 30, "kendallTau": 0.42, "evaluated": 100, "scored": 30}
     assert status["stages"]["eval"]["shards"] == {"done": 3, "total": 3, "merge": "Succeeded"}
+    assert status["archs"] == {"evaluated": 100, "total": 100, "scored": 30, "progress": "100/100"}
     assert status["stages"]["eval"]["jobs"] == shard_jobs + ["sst-eval-merge"]
 
 
@@ -294,3 +301,101 @@ def test_a_first_stage_that_refuses_its_input_fails_the_run_as_invalid_input(api
     assert failed["message"] == status["stages"]["oneshot"]["message"] == f"stage oneshot refused its input: {line}"
     assert line in " ".join(_events(apiserver, namespace, "input").values())
     assert set(t.jobs()) == {"input-oneshot"}                      # nothing else started
+
+
+def _pod_of(core, job: dict, status: dict) -> str:
+    """A pod of `job` with the status the scheduler or kubelet would report (the test plays both)."""
+    import secrets
+    template, meta = job["spec"]["template"], job["metadata"]
+    name = f"{meta['name']}-{secrets.token_hex(2)}"
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"], "controller": True}
+    container = template["spec"]["containers"][0]
+    core.create_namespaced_pod(meta["namespace"], {
+        "metadata": {"name": name, "labels": template["metadata"]["labels"], "ownerReferences": [owner]},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": container["name"], "image": container["image"]}]}})
+    core.patch_namespaced_pod_status(name, meta["namespace"], {"status": status})
+    return name
+
+
+def _container(container: dict, state: dict) -> dict:
+    return {"name": container["name"], "image": container["image"], "imageID": "", "ready": "running" in state,
+            "restartCount": 0, "state": state}
+
+
+@pytest.mark.parametrize("stuck", ["ImagePullBackOff", "Unschedulable"])
+def test_a_stage_pod_that_cannot_start_shows_pods_pending_until_it_runs(apiserver, namespace, operator, stuck):
+    t = Training(apiserver, namespace, body("stuck", **GROUPED))
+    t.create()
+    t.wait_jobs({"stuck-oneshot"})
+    job = t.jobs()["stuck-oneshot"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    if stuck == "Unschedulable":
+        words = "0/3 nodes are available: 3 Insufficient cpu."
+        status = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                      "reason": "Unschedulable", "message": words}]}
+    else:
+        words = f'Back-off pulling image "{container["image"]}"'
+        status = {"phase": "Pending", "containerStatuses": [
+            _container(container, {"waiting": {"reason": "ImagePullBackOff", "message": words}})]}
+    pod = _pod_of(t.core, job, status)
+    pending = wait_for(lambda: (c := _condition(t.status(), "PodsPending")).get("status") == "True" and c,
+                       what="PodsPending=True")
+    assert pending["reason"] == stuck
+    assert pending["message"] == f"stage oneshot, pod {pod} (Job stuck-oneshot) cannot start: {stuck}: {words}"
+    assert t.status()["phase"] == "Running"
+    events = wait_for(lambda: (e := _events(apiserver, namespace, "stuck")).get("PodsPending") and e,
+                      what="a PodsPending Event")
+    assert events["PodsPending"] == pending["message"]
+
+    # The pod starts (scheduled, its container running): the condition clears on the next pass.
+    t.core.patch_namespaced_pod_status(pod, namespace, {"status": {
+        "phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "containerStatuses": [_container(container, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})]}})
+    cleared = wait_for(lambda: (c := _condition(t.status(), "PodsPending")).get("status") == "False" and c,
+                       what="PodsPending=False")
+    assert cleared["reason"] == "NoPodWaiting"
+
+
+def test_gpu_cluster_pod_settings_through_the_charts_environment(apiserver, namespace, tmp_path):
+    """The chart's trainer.podDefaults / allowedCapabilities reach the operator as environment
+    variables: invalid defaults stop it at start naming the field; a resource asking for host
+    networking the chart does not allow ends Failed naming the field and the chart value; the
+    allowed settings reach Jobs the real API server accepts."""
+    bad = OperatorProcess(apiserver, namespace, tmp_path / "bad.log",
+                          env={"STEPSHOT_POD_DEFAULTS": json.dumps({"env": [{"name": "HOME", "value": "/"}]})})
+    with pytest.raises(AssertionError, match="operator exited"):
+        bad.start(timeout=30)
+    assert "trainer.podDefaults.env[0].name: Forbidden" in bad.output()
+    defaults = {"env": [{"name": "NCCL_DEBUG", "value": "WARN"}], "training": {"runtimeClassName": "nvidia"}}
+    op = OperatorProcess(apiserver, namespace, tmp_path / "operator.log",
+                         env={"STEPSHOT_POD_DEFAULTS": json.dumps(defaults),
+                              "STEPSHOT_ALLOWED_CAPABILITIES": "IPC_LOCK"}).start()
+    try:
+        custom = client.CustomObjectsApi(apiserver.client())
+        host = body("host", **GROUPED)
+        host["spec"]["scheduling"] = {"training": {"hostNetwork": True}}
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, host)
+        status = wait_for(lambda: (s := custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "host").get("status") or {}).get("phase") == "Failed" and s,
+            what="phase Failed")
+        failed = _condition(status, "Failed")
+        assert failed["reason"] == "InvalidSpec"
+        assert failed["message"].startswith("spec.scheduling.training.hostNetwork: Forbidden")
+        assert "trainer.allowHostNetwork" in failed["message"]
+        rdma = body("rdma", **GROUPED)
+        rdma["spec"]["scheduling"] = {"env": [{"name": "NCCL_IB_HCA", "value": "mlx5"}],
+                                      "training": {"capabilities": ["IPC_LOCK"],
+                                                   "extraResources": {"rdma/hca_shared_devices_a": "1"}}}
+        t = Training(apiserver, namespace, rdma)
+        t.create()
+        t.wait_jobs({"rdma-oneshot"})
+        pod = t.jobs()["rdma-oneshot"]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert pod["runtimeClassName"] == "nvidia"
+        assert {"name": "NCCL_DEBUG", "value": "WARN"} in container["env"]
+        assert {"name": "NCCL_IB_HCA", "value": "mlx5"} in container["env"]
+        assert container["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
+        assert container["resources"]["limits"]["rdma/hca_shared_devices_a"] == "1"
+    finally:
+        op.stop()
+        print(op.output())

@@ -49,6 +49,7 @@ class Cluster:
     def __init__(self, body, caps=ClusterCaps()):
         self.body, self.caps = body, caps
         self.jobs, self.terms, self.created, self.config_map = {}, {}, [], None
+        self.waiting = {}      # Job -> its pods that cannot start (stepshot_operator.pods.waiting)
         self.reads = 0
 
     def step(self, now=NOW):
@@ -61,7 +62,8 @@ class Cluster:
         # Pods are listed only when the handler would list them.
         self.listed = rc.terminations_needed(self.body, self.jobs)
         terms = self.terms if self.listed else {}
-        observed = rc.Observed(self.jobs, terms, started_spec=started, config_map_present=present)
+        waiting = self.waiting if self.listed or rc.pods_may_wait(self.jobs) else {}
+        observed = rc.Observed(self.jobs, terms, started_spec=started, config_map_present=present, waiting=waiting)
         result = rc.reconcile(self.body, observed, self.caps, now)
         for obj in result.create:
             if obj["kind"] == "ConfigMap":
@@ -308,15 +310,40 @@ def test_a_malformed_result_is_read_once_and_reported_as_unavailable():
     c.step()
     c.finish("demo-oneshot"); c.step()
     c.finish("demo-oneshot-snap", message='{"epoch": 1}')        # not what `stepshot snapshot` writes
-    c.step()
+    r = c.step()
     assert "checkpoint" not in c.body["status"]["stages"]["oneshot"]
+    [rejected] = [t for t in r.transitions if t.new == rc.RESULT_REJECTED]   # a Warning Event and a log line
+    assert rejected.warning and rejected.stage == "oneshot" and rejected.subject in rc.NOT_STAGES
+    assert "demo-oneshot-snap" in rejected.message and "rejected" in rejected.message
     assert not rc.terminations_needed(c.body, c.jobs)             # a finished pod's message never changes
     c.finish("demo-eval", message='{"n": 64, "kendall_tau": NaN}')
     r = c.step()
     assert r.status["phase"] == "Succeeded" and "result" not in r.status
-    assert _cond(r.status, "Succeeded")["message"] == "evaluation finished; metrics unavailable"
-    assert any(t.new == "Succeeded" and "metrics unavailable" in t.message for t in r.transitions)   # its Event
+    why = "the result message of Job demo-eval was rejected: kendall_tau: expected a finite number, got nan"
+    assert _cond(r.status, "Succeeded")["message"] == f"evaluation finished; metrics unavailable: {why}"
+    assert any(t.new == "Succeeded" and why in t.message for t in r.transitions)   # the phase Event says why
+    assert [t.message for t in r.transitions if t.new == rc.RESULT_REJECTED] == [why]
     assert not rc.terminations_needed(c.body, c.jobs)
+    r = c.step()                                                  # the message is not re-read: the why is kept
+    assert _cond(r.status, "Succeeded")["message"].endswith(why) and r.transitions == ()
+
+
+@pytest.mark.parametrize("message,why", [
+    ("", "finished without a result message"),
+    ("not json", "not JSON"),
+    ('{"n": 64, "kendall_tau": 0.5, "extra": 1}', "unknown keys"),
+    ('{"n": -1}', "n: expected an integer"),
+    ("[1, 2]", "not a JSON object"),
+])
+def test_each_rejected_result_says_why(message, why):
+    c = Cluster(resource(fewShot={"mode": "none"}))
+    c.step()
+    c.finish("demo-oneshot"); c.step(); c.finish("demo-oneshot-snap"); c.step()
+    c.finish("demo-eval", message=message)
+    r = c.step()
+    [rejected] = [t for t in r.transitions if t.new == rc.RESULT_REJECTED]
+    assert why in rejected.message and "demo-eval" in rejected.message
+    assert why in _cond(r.status, "Succeeded")["message"]
 
 
 def test_merge_patch_removes_vanished_keys():
@@ -603,3 +630,108 @@ def test_sharded_evaluation_is_one_indexed_job_where_served_and_a_failed_merge_f
     r = c.step()
     assert r.status["phase"] == "Failed" and _cond(r.status, "Failed")["reason"] == "EvaluationFailed"
     assert "not evaluated yet" in r.status["stages"]["eval"]["message"]
+
+
+def _stuck_pod(job, reason, message, scheduled=True):
+    """A Pending pod of `job` as the API server reports it: unschedulable, or scheduled with its
+    container waiting."""
+    status = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
+    if not scheduled:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": reason, "message": message}]
+    else:
+        status["containerStatuses"] = [{"name": "trainer", "state": {"waiting": {"reason": reason, "message": message}}}]
+    return {"metadata": {"name": f"{job}-x7k2p", "labels": {manifests.LABEL_JOB: job, manifests.LABEL_STAGE: "oneshot"},
+                         "ownerReferences": [{"kind": "Job", "controller": True, "uid": "u"}]},
+            "status": status}
+
+
+def test_stuck_pods_show_as_pods_pending_with_the_reason_until_they_start():
+    from stepshot_operator import pods
+
+    c = Cluster(resource())
+    r = c.step()
+    assert _cond(r.status, "PodsPending")["status"] == "False"
+    pull = "Back-off pulling image \"localhost/nope:1\""
+    c.waiting = pods.waiting([_stuck_pod("demo-oneshot", "ImagePullBackOff", pull)])
+    r = c.step(NOW + timedelta(seconds=10))
+    pending = _cond(r.status, "PodsPending")
+    assert pending["status"] == "True" and pending["reason"] == "ImagePullBackOff"
+    assert pending["message"] == f"stage oneshot, pod demo-oneshot-x7k2p (Job demo-oneshot) cannot start: " \
+                                 f"ImagePullBackOff: {pull}"
+    assert r.status["phase"] == "Running"                        # still running: the pods may yet start
+    [event] = [t for t in r.transitions if t.subject == "pods"]
+    assert event.warning and event.new == "PodsPending" and event.message == pending["message"]
+    since = pending["lastTransitionTime"]
+
+    # The kubelet alternates ErrImagePull and ImagePullBackOff: the reason follows, one Event only.
+    c.waiting = pods.waiting([_stuck_pod("demo-oneshot", "ErrImagePull", "not found")])
+    r = c.step(NOW + timedelta(seconds=20))
+    pending = _cond(r.status, "PodsPending")
+    assert (pending["status"], pending["reason"], pending["lastTransitionTime"]) == ("True", "ErrImagePull", since)
+    assert not [t for t in r.transitions if t.subject == "pods"]
+
+    c.waiting = {}                                               # the pod runs
+    r = c.step(NOW + timedelta(seconds=30))
+    pending = _cond(r.status, "PodsPending")
+    assert pending["status"] == "False" and pending["reason"] == "NoPodWaiting"
+    assert pending["lastTransitionTime"] == "2026-01-01T00:00:30Z"
+
+
+def test_an_unschedulable_pod_shows_the_schedulers_words_and_finished_jobs_count_no_more():
+    from stepshot_operator import pods
+
+    c = Cluster(resource())
+    c.step()
+    words = "0/1 nodes are available: 1 Insufficient cpu."
+    c.waiting = pods.waiting([_stuck_pod("demo-oneshot", "Unschedulable", words, scheduled=False),
+                              _stuck_pod("demo-oneshot", "Unschedulable", words, scheduled=False)])
+    c.waiting["demo-oneshot"][1]["pod"] = "demo-oneshot-zzzzz"
+    pending = _cond(c.step().status, "PodsPending")
+    assert pending["status"] == "True" and pending["reason"] == "Unschedulable"
+    assert pending["message"].endswith(f"cannot start: Unschedulable: {words} (and 1 more pod)")
+    assert rc_schema_errors(c.body["status"]) == []
+    c.finish("demo-oneshot")                                      # its Job finished (say, a deadline)
+    assert _cond(c.step().status, "PodsPending")["status"] == "False"
+
+
+def test_pods_are_listed_while_a_job_is_active():
+    c = Cluster(resource(suspend=True))
+    c.step()
+    assert not rc.pods_may_wait(c.jobs)                          # nothing created while suspended
+    c.body["spec"]["suspend"] = False
+    c.step()
+    assert rc.pods_may_wait(c.jobs)                              # demo-oneshot active
+    c.finish("demo-oneshot")
+    assert not rc.pods_may_wait(c.jobs)
+
+
+def test_privileged_pod_settings_need_the_administrators_allow_list():
+    """hostNetwork and added capabilities (RDMA clusters) are refused, naming the field and the
+    chart value that allows them, unless the operator's administrator allows them; allowed, the
+    stage pods get them, with the chart's stage-pod defaults under the resource's settings."""
+    rdma = {"env": [{"name": "NCCL_IB_HCA", "value": "mlx5_0"}],
+            "training": {"hostNetwork": True, "capabilities": ["IPC_LOCK"],
+                         "extraResources": {"rdma/hca_shared_devices_a": "1"}}}
+    body = resource(scheduling=rdma)
+    r = rc.reconcile(body, rc.Observed(), ClusterCaps(), NOW)
+    failed = _cond(r.status, "Failed")
+    assert r.status["phase"] == "Failed" and failed["reason"] == "InvalidSpec" and r.create == ()
+    assert failed["message"].startswith("spec.scheduling.training.hostNetwork: Forbidden")
+    assert "trainer.allowHostNetwork" in failed["message"] and "trainer.allowedCapabilities" in failed["message"]
+    assert "spec.scheduling.training.capabilities[0]: Forbidden: capability IPC_LOCK" in failed["message"]
+    only_network = ClusterCaps(host_network=True)
+    failed = _cond(rc.reconcile(body, rc.Observed(), only_network, NOW).status, "Failed")
+    assert failed["message"].startswith("spec.scheduling.training.capabilities[0]: Forbidden")
+    allowed = ClusterCaps(host_network=True, capabilities=frozenset({"IPC_LOCK"}),
+                          pod_defaults={"env": [{"name": "NCCL_IB_HCA", "value": "mlx5"},
+                                                {"name": "NCCL_DEBUG", "value": "WARN"}]})
+    r = rc.reconcile(body, rc.Observed(), allowed, NOW)
+    assert r.status["phase"] == "Running"
+    [job] = [o for o in r.create if o["kind"] == "Job"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["NCCL_IB_HCA"] == "mlx5_0" and env["NCCL_DEBUG"] == "WARN"    # the resource's over the chart's
+    assert container["resources"]["limits"]["rdma/hca_shared_devices_a"] == "1"

@@ -60,15 +60,74 @@ HOSTILE = {
     "image-outside": (BASE, ["--allowed-images", r"registry\.example\.com/ml/.*"]),
     "image-inside": (patched(spec__image="registry.example.com/ml/t:1"),
                      ["--allowed-images", r"registry\.example\.com/ml/.*"]),
+    # issue 24 item 7, by class: absurd quantities, names of other objects, collisions with the
+    # operator's own names, the plan-size bound (tests/core/test_limits.py, test_references.py)
+    "cpu-1e9": (patched(spec__resources={"cpu": "1e9"}), []),
+    "memory-1000Pi": (patched(spec__resources={"memory": "1000Pi"}), []),
+    "memory-8-bytes": (patched(spec__resources={"memory": "8"}), []),
+    "eval-cpu-huge": (patched(spec__evaluation={"resources": {"cpu": "5000"}}), []),
+    "epochs-huge": (patched(spec__oneShot={"epochs": 10 ** 12}), []),
+    "image-whitespace": (patched(spec__image="ghcr.io/stepshot/stepshot-trainer:0.1.0 "), []),
+    "image-upper-case": (patched(spec__image="ghcr.io/StepShot/trainer:1"), []),
+    "claim-invalid": (patched(spec__storage={"claimName": "Work_1"}), []),
+    "data-claim-invalid": (patched(spec__dataset={"kind": "fashion-mnist",
+                                                  "volume": {"persistentVolumeClaim": {"claimName": "data set"}}}), []),
+    "pull-secret-invalid": (patched(spec__scheduling={"imagePullSecrets": [{"name": "Reg_Cred"}]}), []),
+    "toleration-exists-value": (patched(spec__scheduling={"tolerations": [{"key": "g", "operator": "Exists",
+                                                                          "value": "x"}]}), []),
+    "topology-key-invalid": (patched(spec__scheduling={"affinity": {"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "host name"}]}}}), []),
+    "data-volume-name": (patched(spec__dataset={"kind": "fashion-mnist", "path": "/data",
+                                                "volume": {"name": "workdir", "emptyDir": {}}}), []),
+    "metrics-port-rendezvous": (patched(spec__metricsPort=29500), []),
+    "storage-hides-usr": (patched(spec__storage={"claimName": "work", "path": "/usr"}), []),
+    "storage-hides-spec": (patched(spec__storage={"claimName": "work", "path": "/opt"}), []),
+    "data-under-proc": (patched(spec__dataset={"kind": "fashion-mnist", "path": "/proc/data",
+                                               "volume": {"emptyDir": {}}}), []),
+    "storage-dotdot-tmp": (patched(spec__storage={"claimName": "work", "path": "/workdir/../tmp"}), []),
+    "storage-under-data": (patched(spec__storage={"claimName": "work", "path": "/data/work"},
+                                   spec__dataset={"kind": "fashion-mnist", "path": "/data/",
+                                                  "volume": {"emptyDir": {}}}), []),
+    "image-empty": (patched(spec__image=""), []),
+    "nfs-server-space": (patched(spec__dataset={"kind": "fashion-mnist", "path": "/data",
+                                                "volume": {"nfs": {"server": "nfs .example.com", "path": "/x"}}}), []),
+    "plan-too-big": (patched(spec__fewShot={"mode": "partitioned", "steps": [
+        {"dimension": "width", "stage": 4, "parts": 4}] * 5}), []),
+    "label-operator-name": (patched(spec__scheduling={"labels": {"app.kubernetes.io/managed-by": "me"}}), []),
+    "annotation-spec-hash": (patched(spec__scheduling={"evaluation": {"annotations": {
+        "stepshot.dev/spec-hash": "0"}}}), []),
 }
+# issue 24 item 4: GPU-cluster pod settings; the privileged ones need the administrator's allow-list
+HOSTILE.update({
+    "host-network": (patched(spec__scheduling={"training": {"hostNetwork": True}}), []),
+    "host-network-allowed": (patched(spec__scheduling={"training": {"hostNetwork": True}}), ["--allow-host-network"]),
+    "capability": (patched(spec__scheduling={"capabilities": ["IPC_LOCK"]}), []),
+    "capability-other": (patched(spec__scheduling={"capabilities": ["SYS_ADMIN"]}),
+                         ["--allowed-capabilities", "IPC_LOCK"]),
+    "capability-allowed": (patched(spec__scheduling={"capabilities": ["IPC_LOCK"]}),
+                           ["--allowed-capabilities", "IPC_LOCK"]),
+    "env-reserved": (patched(spec__scheduling={"env": [{"name": "OMP_NUM_THREADS", "value": "64"}]}), []),
+    "env-torchrun": (patched(spec__scheduling={"evaluation": {"env": [{"name": "PET_NNODES", "value": "2"}]}}), []),
+    "gpu-as-extra": (patched(spec__scheduling={"training": {"extraResources": {"nvidia.com/gpu": "8"}}}), []),
+    "devices-huge": (patched(spec__scheduling={"extraResources": {"rdma/hca_shared_devices_a": "1e6"}}), []),
+    "gpu-cluster-settings": (patched(spec__scheduling={
+        "env": [{"name": "NCCL_IB_HCA", "value": "mlx5"}], "runtimeClassName": "nvidia",
+        "training": {"gpuResource": "nvidia.com/mig-1g.10gb", "extraResources": {"rdma/hca_shared_devices_a": "1"},
+                     "hostNetwork": True, "capabilities": ["IPC_LOCK"]}}),
+        ["--allow-host-network", "--allowed-capabilities", "IPC_LOCK"]),
+})
 CASES = {**{name: case for name, case in HOSTILE.items()},
          **{p.name: (yaml.safe_load(p.read_text()), ["--extra-volume-types", "hostPath"]) for p in EXAMPLES}}
 
 
 def _caps(options: list[str]) -> ClusterCaps:
+    host_network = "--allow-host-network" in options      # the one flag without a value
+    options = [o for o in options if o != "--allow-host-network"]
     opts = dict(zip(options[::2], options[1::2]))
     extra = set(filter(None, opts.get("--extra-volume-types", "").split(",")))
-    return ClusterCaps(volume_types=SAFE_VOLUME_TYPES | extra, allowed_images=opts.get("--allowed-images"))
+    return ClusterCaps(volume_types=SAFE_VOLUME_TYPES | extra, allowed_images=opts.get("--allowed-images"),
+                       host_network=host_network,
+                       capabilities=frozenset(filter(None, opts.get("--allowed-capabilities", "").split(","))))
 
 
 def _operator_errors(doc: dict, caps: ClusterCaps) -> list[str]:
@@ -127,3 +186,40 @@ def test_validate_without_cluster_is_what_stepshot_run_accepts(tmp_path, capsys)
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("stepshot 0.")
+
+
+# The field each hostile case of issue 24 item 7 is refused on (the operator's Failed message
+# and `stepshot validate` both start with it; the test above shows they say the same).
+REFUSED_ON = {
+    "cpu-1e9": "spec.resources.cpu", "memory-1000Pi": "spec.resources.memory",
+    "memory-8-bytes": "spec.resources.memory", "eval-cpu-huge": "spec.evaluation.resources.cpu",
+    "epochs-huge": "spec.oneShot.epochs", "image-whitespace": "spec.image", "image-upper-case": "spec.image",
+    "claim-invalid": "spec.storage.claimName",
+    "data-claim-invalid": "spec.dataset.volume.persistentVolumeClaim.claimName",
+    "pull-secret-invalid": "spec.scheduling.imagePullSecrets[0].name",
+    "toleration-exists-value": "spec.scheduling.tolerations[0].value",
+    "topology-key-invalid": "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                            "[0].topologyKey",
+    "data-volume-name": "spec.dataset.volume.name", "metrics-port-rendezvous": "spec.metricsPort",
+    "storage-hides-usr": "spec.storage.path", "storage-hides-spec": "spec.storage.path",
+    "data-under-proc": "spec.dataset.path", "storage-dotdot-tmp": "spec.storage.path",
+    "storage-under-data": "spec.storage.path", "image-empty": "spec.image",
+    "nfs-server-space": "spec.dataset.volume.nfs.server",
+    "plan-too-big": "spec.fewShot.steps",
+    "label-operator-name": "spec.scheduling.labels.app.kubernetes.io/managed-by",
+    "annotation-spec-hash": "spec.scheduling.evaluation.annotations.stepshot.dev/spec-hash",
+    "host-network": "spec.scheduling.training.hostNetwork", "capability": "spec.scheduling.capabilities[0]",
+    "capability-other": "spec.scheduling.capabilities[0]", "env-reserved": "spec.scheduling.env[0].name",
+    "env-torchrun": "spec.scheduling.evaluation.env[0].name",
+    "gpu-as-extra": "spec.scheduling.training.extraResources.nvidia.com/gpu",
+    "devices-huge": "spec.scheduling.extraResources.rdma/hca_shared_devices_a",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_ON))
+def test_each_hostile_class_is_refused_naming_the_field(case):
+    doc, options = HOSTILE[case]
+    [message] = _operator_errors(doc, _caps(options))
+    assert message.startswith(f"{REFUSED_ON[case]}: "), message
+    if case == "plan-too-big":   # counting stops past the bound: never presented as the count
+        assert "more than 256 stages" in message, message

@@ -45,7 +45,7 @@ def test_describe_prints_one_json_object(capsys):
     assert info["depths"] == [2, 5, 2, 2] and info["stem"] == 56
     assert info["blocks"][:2] == [[56, 56], [64, 56]] and len(info["blocks"]) == 11
     assert info["blocks"][-1] == [512, 408]
-    assert (info["params"], info["macs"]) == complexity(parse_arch(EXAMPLE, "resnet48"))
+    assert (info["params"], info["macs"]) == complexity(parse_arch(EXAMPLE, get_space("resnet48")))
 
 
 @pytest.mark.parametrize("space, n", [("resnet48-fmnist", 6), ("resnet48", 1)])
@@ -73,7 +73,7 @@ def test_sample_prints_distinct_valid_codes(capsys):
     assert main(["arch", "sample", "--space", "resnet48-fmnist", "-n", "20", "--seed", "3"]) == 0
     codes = json.loads(capsys.readouterr().out)
     assert len(codes) == len(set(codes)) == 20
-    assert all(parse_arch(c, "resnet48-fmnist").encode() == c for c in codes)
+    assert all(parse_arch(c, get_space("resnet48-fmnist")).encode() == c for c in codes)
     assert main(["arch", "sample", "--space", "resnet48-fmnist", "-n", "20", "--seed", "3"]) == 0
     assert json.loads(capsys.readouterr().out) == codes
 

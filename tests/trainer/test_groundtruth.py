@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from stepshot.archsets import challenge_format, stratified_archs
+from stepshot.space import get_space
 from stepshot_trainer import groundtruth
 from trainer_helpers import FMNIST, needs_fmnist
 
@@ -12,7 +13,7 @@ from trainer_helpers import FMNIST, needs_fmnist
 @needs_fmnist
 def test_ground_truth_is_resumable_and_reports_the_seed_ceiling(tmp_path):
     archs = tmp_path / "archs.json"
-    archs.write_text(json.dumps(challenge_format(stratified_archs("resnet48-fmnist", 3, seed=5))))
+    archs.write_text(json.dumps(challenge_format(stratified_archs(get_space("resnet48-fmnist"), 3, seed=5))))
     out = tmp_path / "gt.json"
     recipe = groundtruth.Recipe(space="resnet48-fmnist", data=str(FMNIST), epochs=1, train_limit=128,
                                 eval_images=200, batch_size=64)

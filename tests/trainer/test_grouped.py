@@ -152,6 +152,6 @@ def test_invalid_splits_and_build_model(chain):
         GroupedSuperNet.from_grouped(chain[2], 3)
     with pytest.raises(ValueError, match="groups >= 2"):
         GroupedSuperNet(FM, 1)
-    assert type(build_model(FM, None)) is SuperNet and type(build_model("resnet48-fmnist", 1)) is SuperNet
+    assert type(build_model(FM, None)) is SuperNet and type(build_model(FM, 1)) is SuperNet
     model = build_model(FM, 5)
     assert isinstance(model, GroupedSuperNet) and model.groups == 5

@@ -21,8 +21,9 @@ def write_spec(tmp_path, truth_codes=None):
     doc["spec"]["oneShot"]["epochs"] = 1
     doc["spec"]["evaluation"].update(groundTruth="gt.json", everyStage=True)
     from stepshot.archsets import stratified_archs
+    from stepshot.space import get_space
 
-    archs = stratified_archs("resnet48-fmnist", 4, seed=1)
+    archs = stratified_archs(get_space("resnet48-fmnist"), 4, seed=1)
     (tmp_path / "gt.json").write_text(json.dumps(
         {f"arch{i}": {"arch": a.encode(), "acc": 80.0 + i} for i, a in enumerate(archs)}))
     path = tmp_path / "run.yaml"

@@ -21,7 +21,7 @@ pytestmark = needs_fmnist
 def _start(tmp_path, spec):
     """A trained-looking start: random weights, snapshotted as the one-shot stage's."""
     torch.manual_seed(0)
-    ck = checkpoint.save(tmp_path / "ck", 1, {"model": SuperNet(spec.space).state_dict()}, {"groups": None})
+    ck = checkpoint.save(tmp_path / "ck", 1, {"model": SuperNet(spec.search_space).state_dict()}, {"groups": None})
     checkpoint.snapshot(ck, tmp_path / "snapshots" / "oneshot")
 
 
@@ -58,7 +58,7 @@ def test_continued_stage_trains_the_parents_unsplit_weights(tmp_path):
     assert [s.name for s in plan.train_stages] == ["oneshot", "c2", "c3"]
     assert [s.parent for s in plan.train_stages] == [None, "oneshot", "c2"]
     trainer = StageTrainer(spec, plan.stage("c2"), tmp_path, plan.partitions["c2"], Dist())
-    parent = SuperNet(spec.space)
+    parent = SuperNet(spec.search_space)
     parent.load_state_dict(checkpoint.load(tmp_path / "ck" / "epoch-0001.pt")[0]["model"])
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(),
                                                   parent.state_dict().values()))

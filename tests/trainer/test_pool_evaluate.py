@@ -2,6 +2,7 @@
 run resumes without evaluating its finished architectures again, and a pool in the challenge's
 format goes in and a submission in the same format comes out."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,13 +10,13 @@ import yaml
 
 from stepshot import cli, workdir
 from stepshot.archsets import challenge_format, stratified_archs
-from stepshot.space import complexity, parse_arch
+from stepshot.space import complexity, get_space, parse_arch
 from stepshot_trainer import checkpoint, evaluate
 from stepshot_trainer.supernet import SuperNet
 from trainer_helpers import TINY, needs_fmnist
 
 pytestmark = needs_fmnist
-SPACE = "resnet48-fmnist"
+SPACE = get_space("resnet48-fmnist")
 POOL = 96
 ARCH_ACCURACY = evaluate.arch_accuracy
 
@@ -75,11 +76,15 @@ def _counting(monkeypatch, kill_after=None):
     return calls
 
 
-def test_two_shards_give_the_unsharded_predictions_bit_for_bit(setup, unsharded, monkeypatch):
+def test_two_shards_give_the_unsharded_predictions_bit_for_bit(setup, unsharded, monkeypatch, tmp_path):
     root, pool_doc = setup
     calls = _counting(monkeypatch)
+    monkeypatch.setenv(workdir.TERMINATION_ENV, str(tmp_path / "term"))
     assert _evaluate(root, "sharded.json", "--shard", "0", "--shards", "2") == 0
     assert len(calls) == POOL // 2 and not (root / "work/eval/sharded.json").exists()   # parts only
+    # What the operator counts: the pool's size, the slice's, and its third with a ground truth.
+    message = workdir.parse_shard((tmp_path / "term").read_text())
+    assert message == workdir.ShardResult(shard=0, shards=2, pool=POOL, archs=POOL // 2, scored=POOL // 6)
     assert _evaluate(root, "sharded.json", "--merge") == 2            # half the pool is not evaluated yet
     assert _evaluate(root, "sharded.json", "--shard", "1", "--shards", "2") == 0
     assert len(calls) == POOL
@@ -132,3 +137,19 @@ def test_a_resumed_shard_count_reuses_every_finished_part(setup, unsharded, monk
     assert len(calls) == POOL - 8
     assert _evaluate(root, "reshard.json", "--merge") == 0
     assert (root / "work/eval/reshard.json").read_bytes() == unsharded
+
+
+def test_a_pool_is_ranked_with_nothing_but_a_finished_snapshot(setup, unsharded, tmp_path):
+    """A new work directory holding only the snapshot (copied from the run that trained it) and
+    a new pool file: `stepshot evaluate` ranks it without training anything, the same numbers."""
+    root, pool_doc = setup
+    work = tmp_path / "work"
+    shutil.copytree(workdir.Layout(root / "work").snapshot("oneshot"), workdir.Layout(work).snapshot("oneshot"))
+    new_pool = dict(list(pool_doc.items())[::12])              # 8 of the pool, in the challenge's format
+    (tmp_path / "new-pool.json").write_text(json.dumps(new_pool))
+    assert cli.main(["evaluate", str(root / "t.yaml"), "--workdir", str(work), "--archs", str(tmp_path / "new-pool.json"),
+                     "--out", str(work / "eval/new.json"), "--threads", "1", "--processes", "1",
+                     "--submission", str(tmp_path / "submission.json")]) == 0
+    before = json.loads(unsharded)
+    assert json.loads((work / "eval/new.json").read_text()) == {n: before[n] for n in new_pool}
+    assert list(json.loads((tmp_path / "submission.json").read_text())) == list(new_pool)

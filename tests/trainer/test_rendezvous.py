@@ -2,9 +2,9 @@
 c10d rendezvous with exactly the PET_* settings of the stage's pods and train to the end with
 the weights of one two-rank process group. CPU, gloo, one thread per process.
 
-Not tested here: the group restart after one node's worker dies. With torch 2.13 on CPU, gloo's
-reconnect after a restart failed against the previous round's peer addresses in 2 of 4 runs on
-the 2-core machine, after which both agents hung: a check for a GPU cluster (NCCL), not for CI."""
+The group restart after one node dies (a replacement joining the next round) runs as pods in
+tests/node/test_multinode.py and as processes in benchmarks/group_restart_check.sh (which
+benchmarks/gpu_check.sh runs over NCCL on a machine with 2 GPUs)."""
 import os
 import signal
 import subprocess
@@ -26,11 +26,11 @@ SPEC = {"dataset": {"trainLimit": 640}, "oneShot": {"epochs": 3}, "resources": {
 
 
 def _pod_env(spec) -> dict[str, str]:
-    """The torchrun settings the operator gives each node's pod (PET_*), for this machine."""
+    """The torchrun settings the operator gives each node's pod (PET_*, TORCH_*), for this machine."""
     ctx = Context(spec, plan.build_plan(spec), ClusterCaps())
     job = next(o for o in manifests.train_objects(ctx, ctx.plan.stage("oneshot")) if o["kind"] == "Job")
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
-           if e["name"].startswith("PET_")}
+           if e["name"].startswith(("PET_", "TORCH_"))}
     host, port = env["PET_RDZV_ENDPOINT"].rsplit(":", 1)
     assert env["PET_RDZV_BACKEND"] == "c10d" and host == "tiny-oneshot-0.tiny-oneshot"
     return env

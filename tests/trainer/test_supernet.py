@@ -13,6 +13,7 @@ from trainer_helpers import randomize_bn
 
 torch.set_num_threads(1)
 # resnet48 runs at 64 px (its 224 math is the same code path) to keep the test cheap
+FM = get_space("resnet48-fmnist")
 CASES = [("resnet48-fmnist", 28, (16, 20, 24, 28)), ("resnet48", 64, (40, 48, 64))]
 
 
@@ -20,7 +21,7 @@ CASES = [("resnet48-fmnist", 28, (16, 20, 24, 28)), ("resnet48", 64, (40, 48, 64
 def case(request):
     name, size, resolutions = request.param
     torch.manual_seed(0)
-    net = SuperNet(name, zero_init_last_bn=False).double()
+    net = SuperNet(get_space(name), zero_init_last_bn=False).double()
     randomize_bn(net)
     return net, get_space(name), size, resolutions
 
@@ -52,7 +53,7 @@ def test_extract_has_the_counted_parameters(case):
 
 def test_bn_trains_on_batch_stats_without_touching_running_stats():
     torch.manual_seed(0)
-    net = SuperNet("resnet48-fmnist").train()
+    net = SuperNet(FM).train()
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
     net(torch.randn(4, 1, 28, 28)).sum().backward()
     after = net.state_dict()
@@ -60,7 +61,7 @@ def test_bn_trains_on_batch_stats_without_touching_running_stats():
 
 
 def test_gradients_reach_only_the_active_slices():
-    net = SuperNet("resnet48-fmnist", zero_init_last_bn=False).train()
+    net = SuperNet(FM, zero_init_last_bn=False).train()
     space = net.space
     arch = space.min_arch
     net.set_active(arch, space.min_resolution)
@@ -73,7 +74,7 @@ def test_gradients_reach_only_the_active_slices():
 
 
 def test_zero_init_last_bn_is_configurable():
-    zeroed, plain = SuperNet("resnet48-fmnist"), SuperNet("resnet48-fmnist", zero_init_last_bn=False)
+    zeroed, plain = SuperNet(FM), SuperNet(FM, zero_init_last_bn=False)
     assert all(not b.bn2.weight.any() for stage in zeroed.stages for b in stage[0])
     assert all(b.bn1.weight.all() for stage in zeroed.stages for b in stage[0])
     assert all(b.bn2.weight.all() for stage in plain.stages for b in stage[0])
@@ -89,7 +90,7 @@ def test_projection_shortcuts_only_where_stride_two():
 
 def test_dropout_only_on_the_max_net():
     torch.manual_seed(0)
-    net = SuperNet("resnet48-fmnist", dropout=0.5, zero_init_last_bn=False).train()
+    net = SuperNet(FM, dropout=0.5, zero_init_last_bn=False).train()
     x = torch.randn(4, 1, 28, 28)
     assert not torch.equal(net(x), net(x))
     net.set_active(net.space.min_arch)
@@ -100,7 +101,7 @@ def test_dropout_only_on_the_max_net():
 
 def test_input_is_resized_inside_the_model():
     torch.manual_seed(0)
-    net = SuperNet("resnet48-fmnist").eval()
+    net = SuperNet(FM).eval()
     x = torch.randn(2, 1, 28, 28)
     small = torch.nn.functional.interpolate(x, size=(16, 16), mode="bicubic", align_corners=True)
     net.set_active(net.space.max_arch, 16)
@@ -111,14 +112,14 @@ def test_input_is_resized_inside_the_model():
 
 
 def test_set_active_rejects_another_space():
-    net = SuperNet("resnet48-fmnist")
+    net = SuperNet(FM)
     with pytest.raises(ValueError, match="resnet48"):
         net.set_active(get_space("resnet48").max_arch)
 
 
 def test_build_static_trains():
     arch = get_space("resnet48-fmnist").min_arch
-    net = build_static("resnet48-fmnist", arch, zero_init_last_bn=True)
+    net = build_static(FM, arch, zero_init_last_bn=True)
     assert all(not b.bn2.weight.any() for stage in net.stages for b in stage)
     out = net(torch.randn(3, 1, 28, 28))
     assert out.shape == (3, 10)
@@ -145,3 +146,16 @@ def test_sandwich_sampler_in_a_partition_with_pool_ratio_codes():
         assert all(part.contains(arch) for _, arch, _ in members)
     assert sampler.min_arch == parse_arch("1" "2222" "3" + "33" * 2 + "00" * 3 + "33" * 2 + "00" * 3
                                           + "33" * 2 + "00" * 6 + "33" * 2 + "00" * 3, space)
+
+
+def test_a_block_kind_the_trainer_does_not_build_fails_loudly(monkeypatch):
+    import dataclasses
+
+    from stepshot.space import family
+
+    monkeypatch.setattr(family, "BLOCK_KINDS", ("basic", "bottleneck"))
+    bottleneck = dataclasses.replace(FM, name="fm-bottleneck", block="bottleneck")
+    with pytest.raises(NotImplementedError, match="supernet has no 'bottleneck' block"):
+        SuperNet(bottleneck)
+    with pytest.raises(NotImplementedError, match="static has no 'bottleneck' block"):
+        build_static(bottleneck, bottleneck.min_arch)

@@ -117,7 +117,7 @@ def test_stage_models_follow_the_plan(tmp_path):
 def test_partitioned_stage_samples_inside_its_partition(tmp_path):
     spec = tiny_spec(fewShot={"mode": "partitioned", "steps": [{"dimension": "width", "stage": 4, "parts": 2}]})
     plan = build_plan(spec)
-    ck = checkpoint.save(tmp_path / "ck", 1, {"model": SuperNet(spec.space).state_dict()}, {"groups": None})
+    ck = checkpoint.save(tmp_path / "ck", 1, {"model": SuperNet(spec.search_space).state_dict()}, {"groups": None})
     checkpoint.snapshot(ck, tmp_path / "snapshots" / "oneshot")
     stage = plan.steps[1][0]
     trainer = StageTrainer(spec, stage, tmp_path, plan.partitions[stage.name], Dist())
@@ -147,7 +147,7 @@ def test_selection_scores_reference_archs(tmp_path):
     spec = tiny_spec(selection={"archs": str(tmp_path / "archs.json"), "groundTruth": str(tmp_path / "gt.json"),
                                 "evalImages": 64, "calibrationBatches": 1})
     assert Selection.enabled(spec) and not Selection.enabled(tiny_spec())
-    tau = Selection(spec, torch.device("cpu")).score(SuperNet(spec.space))
+    tau = Selection(spec, torch.device("cpu")).score(SuperNet(spec.search_space))
     assert tau is None or -1.0 <= tau <= 1.0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from stepshot import correlate as corr, pool, predictors, sizing
+from stepshot import correlate as corr, pool, sizing
 from stepshot.archsets import challenge_format, load_codes, pool_entries, stratified_archs
 from stepshot.errors import StepshotError
 from stepshot.cpus import checked_count, evaluation_split
@@ -17,8 +17,8 @@ from stepshot.plan import EVAL, Plan, Stage, build_plan
 from stepshot.preflight import check_inputs
 from stepshot.space import parse_arch
 from stepshot.spec import Spec, load_file
-from stepshot.workdir import (EvaluationResult, Layout, SnapshotResult, evaluations_file, prediction_parts, top_file,
-                              write_failure, write_message)
+from stepshot.workdir import (EvaluationResult, Layout, ShardResult, SnapshotResult, evaluations_file, prediction_parts,
+                              top_file, write_failure, write_message)
 from stepshot_trainer import baselines, checkpoint, data
 from stepshot_trainer.evaluate import (Evaluator, Router, load_stage_model, predict_spans,
                                        predict_spans_in_processes)
@@ -240,9 +240,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         left = sum(len(r) for r in pool.missing(span, pool.finished_spans(parts)))
         print(json.dumps({"shard": args.shard, "shards": args.shards, "archs": [span.start, span.stop],
                           "done": len(span) - left, "parts": str(parts), "timing": timing}))
+        write_message(_shard_result(spec, archs, span, args).message())   # the operator counts architectures
         return 0
     truth = _truth(spec)
-    merged = pool.merge(parts, _pool(spec, args.archs, archs), out, spec.search_space,
+    merge_pool = _pool(spec, args.archs, archs)
+    merged = pool.merge(parts, merge_pool, out, spec.search_space,
                         truth_codes=set(truth or ()), submission=args.submission, top=args.top or 0,
                         top_file=top_file(out) if args.top else None)
     calibration, evalset = _batches(spec, device)     # lazy: for the protocol, the same images
@@ -252,9 +254,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 "bn_folded": True, **provenance(torch.device(device)),
                 # a merge evaluates nothing: the parts' own threads and devices are under "made"
                 **({"processes": timing["processes"]} if timing["processes"] else {})}
-    report = _report(out, stages, merged, truth, timing, protocol, parts, _free_baselines(spec, out, merged, truth))
+    free = _free_baselines(spec, out, merged, truth, parts, list(merge_pool))
+    report = _report(out, stages, merged, truth, timing, protocol, parts, free)
     print(json.dumps({"predictions": str(out), **report["final"]}))
     return 0
+
+
+def _shard_result(spec: Spec, archs: dict[str, str], span: range, args: argparse.Namespace) -> ShardResult:
+    """This shard's slice, evaluated: its size and how many of it the ground truth scores."""
+    truth = _truth(spec)
+    codes = list(archs.values())[span.start:span.stop]
+    scored = None if truth is None else sum(corr.normalize_code(c) in truth for c in codes)
+    return ShardResult(shard=args.shard, shards=args.shards, pool=len(archs), archs=len(span), scored=scored)
 
 
 def _pool(spec: Spec, path: Path | None, archs: dict[str, str]) -> dict[str, str]:
@@ -288,7 +299,7 @@ def _evaluate_shard(args: argparse.Namespace, spec: Spec, plan: Plan, archs: dic
         if not spans:
             return {"subnets": 0, "processes": 0}
         if processes > 1:
-            return predict_spans_in_processes(build_evaluator, (*recipe, processes), archs, spans, spec.space, save,
+            return predict_spans_in_processes(build_evaluator, (*recipe, processes), archs, spans, spec.search_space, save,
                                               processes, torch.get_num_threads(), log=True, progress=progress)
         return predict_spans(build_evaluator(*recipe), archs, spans, spec.search_space, save, log=True,
                              progress=progress)
@@ -296,22 +307,25 @@ def _evaluate_shard(args: argparse.Namespace, spec: Spec, plan: Plan, archs: dic
         metrics.close()
 
 
-def _free_baselines(spec: Spec, out: Path, merged: pool.Merged,
-                    truth: dict[str, float] | None) -> tuple[dict | None, dict | None]:
+def _free_baselines(spec: Spec, out: Path, merged: pool.Merged, truth: dict[str, float] | None,
+                    parts: Path, pool_names: list[str]) -> tuple[dict | None, dict | None]:
     """(each free baseline's metrics on the scored architectures, the prior-guided ranking):
     spec.evaluation.baselines and .prior. The prior-guided scores cover every evaluated
-    architecture and go to <predictions>-prior.json."""
+    architecture and go to <predictions>-prior.json, streamed from the `parts` of the pool
+    `pool_names`."""
     ev = spec.evaluation
     names = list(ev.baselines) if truth is not None else []
     cache = out.parent / "baseline-scores.json"      # one computation per architecture, every stage
     scored = baselines.scored(baselines.scores(spec, merged.scored, names, cache), truth) if names else None
     if ev.prior.proxy == "none":
         return scored, None
-    predicted = corr.load_accuracies(out)
-    prior = baselines.scores(spec, predicted, [ev.prior.proxy], cache)[ev.prior.proxy]
-    ranks = predictors.prior_guided(predicted, prior, ev.prior.weight)
+
+    def prior(codes: list[str]) -> list[float]:
+        scores = baselines.scores(spec, codes, [ev.prior.proxy], cache)[ev.prior.proxy]
+        return [scores[c] for c in codes]
     guided_file = out.with_name(f"{out.stem}-prior.json")
-    checkpoint.write_json(guided_file, ranks)
+    # Streamed from the parts: a few numbers per architecture, not the predictions file.
+    ranks = pool.prior_guided(parts, pool_names, prior, ev.prior.weight, guided_file, keep=set(truth or ()))
     tau = corr.correlate(ranks, truth)["kendall_tau"] if truth is not None else None
     return scored, {"proxy": ev.prior.proxy, "weight": ev.prior.weight, "kendall_tau": tau,
                     "predictions": guided_file.name}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from stepshot.partition import Partition, route
-from stepshot.space import Arch, SearchSpace, get_space, parse_arch
+from stepshot.space import Arch, SearchSpace, parse_arch
 from stepshot.workdir import Layout
 from stepshot_trainer import checkpoint
 from stepshot_trainer.grouped import build_model
@@ -34,7 +34,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]   # re-iterable: one pass 
 Save = Callable[[range, dict, float], None]   # (pool span, its predictions, seconds): one checkpoint
 
 
-def load_stage_model(workdir: Path, stage: str, space: SearchSpace | str, *, dropout: float = 0.0,
+def load_stage_model(workdir: Path, stage: str, space: SearchSpace, *, dropout: float = 0.0,
                      device: str | torch.device = "cpu") -> tuple[DynamicResNet, dict]:
     """The super-net of a stage's snapshot (SuperNet or GroupedSuperNet(G) per its manifest)."""
     state, manifest = checkpoint.load_snapshot(Layout(Path(workdir)).snapshot(stage), device)
@@ -115,17 +115,16 @@ def _timing_of(subnets: int, start: float, processes: int = 1) -> dict:
 Progress = Callable[[int, int], None]   # (subnets done, subnets in all), after every subnet
 
 
-def predict(router: Router, archs: Mapping[str, str], space: SearchSpace | str,
+def predict(router: Router, archs: Mapping[str, str], space: SearchSpace,
             calibration: Iterable[torch.Tensor], evalset: Batches, *, log: bool = False,
             progress: Progress | None = None) -> tuple[dict, dict]:
     """(predictions in challenge format with `acc` in percent and `stage`, timing stats).
 
     Each code is parsed when its turn comes: no per-architecture objects for the whole set."""
-    sp = get_space(space)
     start = time.perf_counter()
     out = {}
     for i, (name, code) in enumerate(archs.items(), 1):
-        arch = parse_arch(code, sp)
+        arch = parse_arch(code, space)
         stage = router.stage_for(arch)
         acc = arch_accuracy(router.models[stage], arch, calibration, evalset)
         out[name] = {"arch": arch.encode(), "acc": round(acc, 4), "stage": stage}
@@ -140,7 +139,7 @@ def _span(names: list[str], archs: Mapping[str, str], span: range) -> dict[str, 
     return {names[i]: archs[names[i]] for i in span}
 
 
-def predict_spans(evaluator: Evaluator, archs: Mapping[str, str], spans: list[range], space: SearchSpace | str,
+def predict_spans(evaluator: Evaluator, archs: Mapping[str, str], spans: list[range], space: SearchSpace,
                   save: Save, *, log: bool = False, progress: Progress | None = None) -> dict:
     """Evaluate the pool's `spans` (index ranges into `archs`, in order) and `save` each when it
     is done: a kill loses at most the span in progress. Timing stats of this call."""
@@ -168,7 +167,7 @@ def _start_worker(build: Callable[..., Evaluator], args: tuple, threads: int) ->
     _worker = build(*args)
 
 
-def _predict_part(archs: dict[str, str], space: str) -> tuple[dict, float]:
+def _predict_part(archs: dict[str, str], space: SearchSpace) -> tuple[dict, float]:
     assert _worker is not None, "worker not started"
     begun = time.perf_counter()
     preds = predict(_worker.router, archs, space, _worker.calibration, _worker.evalset)[0]
@@ -176,7 +175,7 @@ def _predict_part(archs: dict[str, str], space: str) -> tuple[dict, float]:
 
 
 def predict_spans_in_processes(build: Callable[..., Evaluator], args: tuple, archs: Mapping[str, str],
-                               spans: list[range], space: str, save: Save, processes: int, threads: int,
+                               spans: list[range], space: SearchSpace, save: Save, processes: int, threads: int,
                                *, log: bool = False, progress: Progress | None = None) -> dict:
     """predict_spans() with the spans spread over `processes` processes of `threads` threads.
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from stepshot.archsets import load_codes
 from stepshot.errors import RunFailed, StepshotError
 from stepshot import uncertainty
-from stepshot.space import complexity, get_space, parse_arch
+from stepshot.space import SearchSpace, complexity, get_space, parse_arch
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Stand-alone training recipe (the official demo's shape, scaled to the data set)."""
 
-    space: str
+    space: str                      # a name: the recipe is written into the summary and sent to workers
     data: str
     epochs: int = 3
     train_limit: int = 0
@@ -48,6 +48,10 @@ class Recipe:
     label_smoothing: float = 0.0
     threads: int = 1
     device: str = "cpu"
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return get_space(self.space)
 
 
 def train_one(code: str, seed: int, recipe: Recipe) -> dict:
@@ -65,8 +69,8 @@ def train_one(code: str, seed: int, recipe: Recipe) -> dict:
     torch.manual_seed(seed)
     device = torch.device(recipe.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    arch = parse_arch(code, recipe.space)
-    net = build_static(recipe.space, arch, zero_init_last_bn=True).to(device)
+    arch = parse_arch(code, recipe.search_space)
+    net = build_static(recipe.search_space, arch, zero_init_last_bn=True).to(device)
     train = FashionMNIST(recipe.data, "train", recipe.train_limit).to(device)
     loader = TrainLoader(train, recipe.batch_size, seed=seed)
     decay = [p for p in net.parameters() if decays(p)]
@@ -214,7 +218,7 @@ def seeds_needed(r: float, target: float = TARGET_TAU) -> dict:
     return {"target_kendall_tau": target, "mean_vs_mean": k_for(rho), "predictor_ceiling": k_for(rho * rho)}
 
 
-def build_output(space: str, entries: dict[str, str], runs: dict, seeds: list[int]) -> dict:
+def build_output(space: SearchSpace, entries: dict[str, str], runs: dict, seeds: list[int]) -> dict:
     out = {}
     for key, code in entries.items():
         accs = [runs[(code, s)]["acc"] for s in seeds]
@@ -233,7 +237,7 @@ def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, pro
     entries = load_codes(archs)
     codes = list(entries.values())
     for code in codes:
-        parse_arch(code, recipe.space)  # fail before hours of training, not after
+        parse_arch(code, recipe.search_space)  # fail before hours of training, not after
     runs_dir = out.with_suffix(".runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs = _load_runs(runs_dir)
@@ -245,7 +249,7 @@ def run(recipe: Recipe, archs: Path, out: Path, seeds: list[int], jobs: int, pro
     from stepshot_trainer.checkpoint import write_json
 
     if complete:
-        write_json(out, build_output(recipe.space, entries, runs, seeds))
+        write_json(out, build_output(recipe.search_space, entries, runs, seeds))
     done = [c for c in codes if all((c, s) in runs for s in seeds)]
     summary = summarize(done, runs, seeds) if len(done) > 1 else {"n": len(done), "seeds": seeds}
     summary_file = out.with_name(out.stem + ".summary.json")

@@ -23,14 +23,13 @@ conv/FC weights only (the code decays BN and bias too in the diff-lr stages).
 """
 from __future__ import annotations
 
-from stepshot.space import SearchSpace, get_space, group_caps
+from stepshot.space import SearchSpace, group_caps
 from stepshot_trainer.layers import copy_prefix
 from stepshot_trainer.supernet import DynamicResNet, SuperNet
 
 
-def lr_factors(space: SearchSpace | str, groups: int) -> tuple[tuple[float, ...], ...]:
+def lr_factors(sp: SearchSpace, groups: int) -> tuple[tuple[float, ...], ...]:
     """Learning-rate factor per stage and group (ascending caps) at G = `groups`."""
-    sp = get_space(space)
     out = []
     for s in range(sp.num_stages):
         caps = group_caps(sp, s, groups)
@@ -45,14 +44,13 @@ def lr_factors(space: SearchSpace | str, groups: int) -> tuple[tuple[float, ...]
 
 
 class GroupedSuperNet(DynamicResNet):
-    def __init__(self, space: SearchSpace | str, groups: int, *, dropout: float = 0.0,
+    def __init__(self, space: SearchSpace, groups: int, *, dropout: float = 0.0,
                  zero_init_last_bn: bool = True) -> None:
         if groups < 2:
             raise ValueError(f"a grouped super-net needs groups >= 2, got {groups}")
-        sp = get_space(space)
         self.groups = groups
-        caps = tuple(group_caps(sp, s, groups) for s in range(sp.num_stages))
-        super().__init__(sp, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)
+        caps = tuple(group_caps(space, s, groups) for s in range(space.num_stages))
+        super().__init__(space, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)
 
     @classmethod
     def from_supernet(cls, net: SuperNet, groups: int = 2) -> "GroupedSuperNet":
@@ -84,7 +82,7 @@ class GroupedSuperNet(DynamicResNet):
         return lr_factors(self.space, self.groups)
 
 
-def build_model(space: SearchSpace | str, groups: int | None, *, dropout: float = 0.0,
+def build_model(space: SearchSpace, groups: int | None, *, dropout: float = 0.0,
                 zero_init_last_bn: bool = True) -> DynamicResNet:
     """SuperNet for None/1 groups, else GroupedSuperNet(G)."""
     if groups is None or groups == 1:

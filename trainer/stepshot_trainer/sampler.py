@@ -5,7 +5,7 @@ import random
 from typing import Sequence
 
 from stepshot.partition import Partition
-from stepshot.space import CODES, Arch, SearchSpace, get_space, stage_ratio_codes
+from stepshot.space import CODES, Arch, SearchSpace, stage_ratio_codes
 
 
 class SandwichSampler:
@@ -16,9 +16,9 @@ class SandwichSampler:
     codes reach (the min net is all-7 codes only when 7 is allowed).
     """
 
-    def __init__(self, space: SearchSpace | str, *, partition: Partition | None = None, random_subnets: int = 2,
+    def __init__(self, space: SearchSpace, *, partition: Partition | None = None, random_subnets: int = 2,
                  ratio_codes: Sequence[int] | Sequence[Sequence[int]] = CODES, seed: int = 0) -> None:
-        self.space = get_space(space)
+        self.space = space
         self.partition = partition or Partition()
         self.random_subnets = random_subnets
         self.ratio_codes = stage_ratio_codes(ratio_codes, self.space.num_stages)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepshot.space import Arch, SearchSpace, get_space
+from stepshot.space import Arch, SearchSpace, for_block
 
 
 def resize(x: Tensor, resolution: int) -> Tensor:
@@ -60,22 +60,25 @@ class BasicBlock(nn.Module):
         return F.relu(y + shortcut)
 
 
+STATIC_BLOCKS = {"basic": BasicBlock}   # per block kind of a space (stepshot.space.BLOCK_KINDS)
+
+
 class StaticResNet(nn.Module):
     """ResNet of one `Arch`; resizes its input to `resolution` (default: the space's)."""
 
-    def __init__(self, space: SearchSpace | str, arch: Arch, *, resolution: int | None = None,
+    def __init__(self, sp: SearchSpace, arch: Arch, *, resolution: int | None = None,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        sp = get_space(space)
         self.arch = arch
         self.resolution = resolution or sp.resolution
         self.stem = Stem(sp, arch.stem)
+        block = for_block(STATIC_BLOCKS, sp, "stepshot_trainer.static")
         stages, cin = [], arch.stem
         for s, blocks in enumerate(arch.blocks):
             layers = []
             for b, (mid, out) in enumerate(blocks):
                 stride = sp.strides[s] if b == 0 else 1
-                layers.append(BasicBlock(cin, mid, out, stride, sp.has_projection(s, b)))
+                layers.append(block(cin, mid, out, stride, sp.has_projection(s, b)))
                 cin = out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
@@ -112,7 +115,7 @@ def fold_batchnorm(net: StaticResNet) -> StaticResNet:
     return net
 
 
-def build_static(space: SearchSpace | str, arch: Arch, *, dropout: float = 0.0,
+def build_static(space: SearchSpace, arch: Arch, *, dropout: float = 0.0,
                  zero_init_last_bn: bool = False) -> StaticResNet:
     """A freshly initialised stand-alone net (PyTorch default init, as the super-net)."""
     net = StaticResNet(space, arch, dropout=dropout)

@@ -23,7 +23,7 @@ from typing import Iterator
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stepshot.space import CODES, Arch, SearchSpace, get_space, route_caps
+from stepshot.space import CODES, Arch, SearchSpace, for_block, route_caps
 from stepshot_trainer.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear, copy_prefix, decays
 from stepshot_trainer.static import StaticResNet, resize
 
@@ -59,24 +59,28 @@ class DynamicBlock(nn.Module):
         return F.relu(y + shortcut)
 
 
+DYNAMIC_BLOCKS = {"basic": DynamicBlock}   # per block kind of a space (stepshot.space.BLOCK_KINDS)
+
+
 def make_stage(space: SearchSpace, stage: int, cap: int) -> nn.ModuleList:
     """Max-depth blocks of one stage (group) whose out width is at most `cap`."""
+    block = for_block(DYNAMIC_BLOCKS, space, "stepshot_trainer.supernet")
     mid = max(space.mid_width(stage, c) for c in CODES)
     blocks = []
     for b in range(space.max_depths[stage]):
         cin = space.max_in(stage) if b == 0 else cap
         stride = space.strides[stage] if b == 0 else 1
-        blocks.append(DynamicBlock(cin, mid, cap, stride, space.has_projection(stage, b)))
+        blocks.append(block(cin, mid, cap, stride, space.has_projection(stage, b)))
     return nn.ModuleList(blocks)
 
 
 class DynamicResNet(nn.Module):
     """Weight-sharing ResNet with per-stage groups; subclasses choose the caps."""
 
-    def __init__(self, space: SearchSpace | str, caps: WidthCaps, *, dropout: float = 0.0,
+    def __init__(self, space: SearchSpace, caps: WidthCaps, *, dropout: float = 0.0,
                  zero_init_last_bn: bool = True) -> None:
         super().__init__()
-        self.space = get_space(space)
+        self.space = space
         self.caps = caps
         self.dropout = dropout
         self.stem = DynamicStem(self.space)
@@ -150,7 +154,6 @@ class DynamicResNet(nn.Module):
 class SuperNet(DynamicResNet):
     """The one-shot super-net: one group per stage, capped at the stage's max width."""
 
-    def __init__(self, space: SearchSpace | str, *, dropout: float = 0.0, zero_init_last_bn: bool = True) -> None:
-        sp = get_space(space)
-        caps = tuple((sp.stage_widths(s)[-1],) for s in range(sp.num_stages))
-        super().__init__(sp, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)
+    def __init__(self, space: SearchSpace, *, dropout: float = 0.0, zero_init_last_bn: bool = True) -> None:
+        caps = tuple((space.stage_widths(s)[-1],) for s in range(space.num_stages))
+        super().__init__(space, caps, dropout=dropout, zero_init_last_bn=zero_init_last_bn)

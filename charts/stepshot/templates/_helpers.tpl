@@ -116,18 +116,21 @@ kopf's watches, nothing else. tests/chart/test_chart.py runs the operator with o
   resources: ["jobs"]
   # delete: the surviving per-node Jobs of a failed multi-node stage (clusters before 1.22).
   verbs: ["create", "list", "watch", "patch", "delete"]
-# Pods: listed read-only for the termination messages of finished stage pods.
+# Pods: listed read-only (while a stage Job is active or a result is unread): the termination
+# messages of finished stage pods, and why a pod cannot start (the PodsPending condition).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# The rendered-spec ConfigMap (read back only after the resource's spec was edited, to keep
-# acting on the spec the pods read) and the headless rendezvous Service of multi-node stages.
+# The rendered-spec ConfigMap (read back after the resource's spec was edited, to keep acting
+# on the spec the pods read) and the headless rendezvous Service of multi-node stages; both read
+# when a create finds one already (ChildNameTaken unless this resource controls it).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create"]
+  # get: a Service that already exists must be this resource's (not another's of the same name).
+  verbs: ["create", "get"]
 # The trainer ServiceAccount (no role, no token) in namespaces the chart did not create it in.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
