@@ -281,3 +281,18 @@ def terminated_pod(core, job: dict, message: str, exit_code: int = 0, owned: boo
                                "ready": False, "restartCount": 0,
                                "state": {"terminated": {"exitCode": exit_code, "message": message,
                                                         "startedAt": now, "finishedAt": now}}}]}})
+
+
+def stub_crd(group: str, kind: str, plural: str, version: str = "v1") -> dict:
+    """A CRD that serves `kind` without a schema (a third party's kind the chart creates objects of)."""
+    meta: dict = {"name": f"{plural}.{group}"}
+    if group.endswith(".k8s.io"):  # protected group: the real CRD carries this annotation too
+        meta["annotations"] = {
+            "api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/419"}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": meta,
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                     "versions": [{"name": version, "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {
+                                       "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}

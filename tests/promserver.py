@@ -2,11 +2,13 @@
 
 One definition: the chart's PodMonitor and ServiceMonitor (as Helm rendered and installed them)
 are turned into scrape jobs by the rules prometheus-operator applies to them (keep the selected
-pods/services and the named port; `namespace`, `pod`, `container`, `service`, `endpoint`, `job`
-target labels; then the monitor's own relabelings; honorLabels). The service discovery is the
-only thing a test chooses: `kubernetes_sd_configs` against an API server (a real node), or a
-static list of targets carrying exactly the `__meta_kubernetes_*` labels kubernetes_sd would give
-them (processes on this machine). The chart's PrometheusRule groups are loaded as rule files.
+pods/services in the selected namespaces and the named port; drop Succeeded/Failed pods;
+`namespace`, `pod`, `container`, `service`, `endpoint`, `job` target labels; then the monitor's
+own relabelings; honorLabels). Discovery is file_sd, one file per kubernetes_sd role (pod,
+endpoints) with the `__meta_kubernetes_*` labels kubernetes_sd gives: written by
+tests/kubesd.py from a real API server (the node), or from a static list of processes on this
+machine standing in for pods (set_targets). The chart's PrometheusRule groups are loaded as rule
+files.
 
 Bound to loopback; every wait is bounded.
 """
@@ -26,6 +28,9 @@ from pathlib import Path
 import yaml
 
 from apiserver import free_port, wait_for
+from kubesd import meta_suffix as _sanitize
+
+ROLES = {"podMonitor": "pod", "serviceMonitor": "endpoints"}   # kubernetes_sd role per monitor kind
 
 
 def prometheus_path() -> str:
@@ -34,11 +39,6 @@ def prometheus_path() -> str:
     if found is None:
         raise RuntimeError("prometheus not found: run `make setup` (scripts/install-promtool.sh)")
     return found
-
-
-def _sanitize(label: str) -> str:
-    """Kubernetes label name -> the `__meta_kubernetes_*_label_<x>` suffix (as Prometheus does)."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
 def _selector_keeps(kind: str, selector: dict) -> list[dict]:
@@ -73,15 +73,26 @@ def _relabelings(rules: list[dict]) -> list[dict]:
     return out
 
 
+def _namespace_keep(monitor: dict) -> list[dict]:
+    """The monitor's namespaceSelector (absent: the monitor's own namespace)."""
+    selector = monitor["spec"].get("namespaceSelector") or {}
+    if selector.get("any"):
+        return []
+    names = selector.get("matchNames") or [monitor["metadata"]["namespace"]]
+    return [{"action": "keep", "source_labels": ["__meta_kubernetes_namespace"],
+             "regex": "|".join(re.escape(n) for n in names)}]
+
+
 def _job(kind: str, monitor: dict, index: int, endpoint: dict, sd: dict) -> dict:
     meta, spec = monitor["metadata"], monitor["spec"]
-    role = "pod" if kind == "podMonitor" else "endpoints"
-    if "kubernetes_sd_configs" in sd:   # the discovery's role follows the monitor's kind
-        sd = {"kubernetes_sd_configs": [{**c, "role": role} for c in sd["kubernetes_sd_configs"]]}
+    role = ROLES[kind]
     port_label = ("__meta_kubernetes_pod_container_port_name" if role == "pod"
                   else "__meta_kubernetes_endpoint_port_name")
-    relabel = _selector_keeps("pod" if role == "pod" else "service", spec.get("selector") or {})
+    relabel = _namespace_keep(monitor)
+    relabel += _selector_keeps("pod" if role == "pod" else "service", spec.get("selector") or {})
     relabel += [{"action": "keep", "source_labels": [port_label], "regex": endpoint["port"]},
+                # prometheus-operator's filterRunning: a finished pod's address may be reused
+                {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"},
                 {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                 {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
                 {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}]
@@ -99,19 +110,21 @@ def _job(kind: str, monitor: dict, index: int, endpoint: dict, sd: dict) -> dict
     return job
 
 
-def scrape_jobs(pod_monitors: list[dict], service_monitors: list[dict], sd: dict) -> list[dict]:
-    """Scrape jobs for the monitors; `sd` is the service discovery of every job
-    ({"kubernetes_sd_configs": [...]} or {"file_sd_configs": [...]})."""
-    jobs = [_job("podMonitor", m, i, ep, sd)
+def scrape_jobs(pod_monitors: list[dict], service_monitors: list[dict], files: dict[str, Path]) -> list[dict]:
+    """Scrape jobs for the monitors, each discovering its role's targets from `files[role]` (file_sd)."""
+    def sd(kind: str) -> dict:
+        return {"file_sd_configs": [{"files": [str(files[ROLES[kind]])], "refresh_interval": "1s"}]}
+    jobs = [_job("podMonitor", m, i, ep, sd("podMonitor"))
             for m in pod_monitors for i, ep in enumerate(m["spec"]["podMetricsEndpoints"])]
-    jobs += [_job("serviceMonitor", m, i, ep, sd)
+    jobs += [_job("serviceMonitor", m, i, ep, sd("serviceMonitor"))
              for m in service_monitors for i, ep in enumerate(m["spec"]["endpoints"])]
     return jobs
 
 
 @dataclass
 class PodTarget:
-    """A process standing in for a pod: what kubernetes_sd (role pod/endpoints) would say of it."""
+    """A process standing in for a pod: what kubernetes_sd (role pod, or role endpoints when
+    `service` is set) would say of it."""
     address: str                   # host:port
     namespace: str
     pod: str
@@ -143,16 +156,16 @@ def rule_groups(prometheus_rules: list[dict]) -> dict:
 
 class Prometheus:
     """`prometheus` on 127.0.0.1 in `workdir`: scrape jobs from the monitors, rule groups from
-    the PrometheusRules. Without `sd` the targets are the ones set_targets() writes (file_sd)."""
+    the PrometheusRules; the targets are in `target_files` (set_targets, or tests/kubesd.py)."""
 
     def __init__(self, workdir: Path, pod_monitors: list[dict], service_monitors: list[dict],
-                 prometheus_rules: list[dict], sd: dict | None = None, interval: str = "1s"):
+                 prometheus_rules: list[dict], interval: str = "1s"):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.targets_file = self.dir / "targets.json"
-        self.targets_file.write_text("[]")
-        sd = sd or {"file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}]}
-        jobs = scrape_jobs(pod_monitors, service_monitors, sd)
+        self.target_files = {role: self.dir / f"targets-{role}.json" for role in ROLES.values()}
+        for path in self.target_files.values():
+            path.write_text("[]")
+        jobs = scrape_jobs(pod_monitors, service_monitors, self.target_files)
         rules = rule_groups(prometheus_rules)
         (self.dir / "rules.yaml").write_text(yaml.safe_dump(rules))
         config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
@@ -163,10 +176,11 @@ class Prometheus:
         self.proc: subprocess.Popen | None = None
 
     def set_targets(self, targets: list[PodTarget]) -> None:
-        """Replace the file_sd targets (Prometheus re-reads the file on change)."""
-        tmp = self.targets_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps([t.file_sd() for t in targets]))
-        tmp.replace(self.targets_file)
+        """Replace the file_sd targets (Prometheus re-reads the files on change)."""
+        for role, path in self.target_files.items():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([t.file_sd() for t in targets if (t.service is not None) == (role == "endpoints")]))
+            tmp.replace(path)
 
     def start(self) -> "Prometheus":
         log = open(self.dir / "prometheus.log", "wb")
@@ -246,3 +260,31 @@ def substitute(expr: str, run_seconds: float) -> str:
         expr = expr.replace(f"${var}", ".*")
     return (expr.replace("$__rate_interval", "10s")
             .replace("$__range", f"{int(run_seconds) + 1}s"))
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer's periodic log line against what the dashboard showed
+LOG_RATE = re.compile(r"\[(\w+)\] step \d+/\d+ .* ([\d.]+) img/s data wait")
+
+
+def logged_rates(log: str) -> dict[str, list[float]]:
+    """The all-ranks images/s of each periodic log line, per stage, in order."""
+    rates: dict[str, list[float]] = {}
+    for stage, rate in LOG_RATE.findall(log):
+        rates.setdefault(stage, []).append(float(rate))
+    return rates
+
+
+def matched_in_order(rates: list[float], series: list, rel: float = 0.10) -> list[tuple[float, float]]:
+    """(logged, shown) pairs: each logged rate matched, in order, to a value the series took
+    within `rel`. A window's value can be replaced (epoch-end flush) before a scrape sees it:
+    such a rate stays unmatched, so callers require most, not all."""
+    values = [float(v) for _, v in series]
+    shown = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]   # each published value
+    at, pairs = 0, []
+    for rate in rates:
+        match = next((i for i in range(at, len(shown)) if abs(shown[i] - rate) <= rel * rate), None)
+        if match is not None:
+            pairs.append((rate, shown[match]))
+            at = match + 1
+    return pairs

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apiserver import free_port  # tests/ is on sys.path (conftest)
+from apiserver import free_port, stub_crd as _crd  # tests/ is on sys.path (conftest)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stepshot"
@@ -186,20 +186,6 @@ def _ensure_ns(cluster, *names: str) -> None:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-
-
-def _crd(group: str, kind: str, plural: str, version: str = "v1") -> dict:
-    meta: dict = {"name": f"{plural}.{group}"}
-    if group.endswith(".k8s.io"):  # protected group: the real CRD carries this annotation too
-        meta["annotations"] = {
-            "api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/419"}
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": meta,
-            "spec": {"group": group, "scope": "Namespaced",
-                     "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-                     "versions": [{"name": version, "served": True, "storage": True,
-                                   "schema": {"openAPIV3Schema": {
-                                       "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
 def _apply_crd(cluster, body: dict) -> None:

@@ -8,9 +8,9 @@ the stage pods, and the real operator runs out of the cluster with the Deploymen
 both are file_sd targets with the `__meta_kubernetes_*` labels the pod and the Service would
 have. The operator handles a SupernetTraining of the same plan; as there is no kubelet, the test
 completes each of its Jobs when the local run has finished that part, with the termination
-message the local command produced (a second resource's Job fails). What only the node can show:
-pods, their network and the kubernetes_sd discovery itself. The alerts' logic over hours is
-exercised with `promtool test rules` on synthetic series.
+message the local command produced (a second resource's Job fails). Pods, their network and
+the discovery from a real API server: tests/node/test_monitoring.py. The alerts' logic over hours
+is exercised with `promtool test rules` on synthetic series.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 from apiserver import free_port, wait_for  # tests/ is on sys.path (conftest)
-from promserver import PodTarget, Prometheus, dashboard_queries, rule_groups, substitute
+from promserver import (PodTarget, Prometheus, dashboard_queries, logged_rates, matched_in_order, rule_groups,
+                        scrape_jobs, substitute)
 from promtool import promtool_path
 from stepshot_trainer.progress import METRICS_SECONDS
 from test_chart import (GROUP, PLURAL, VERSION, _apply_crd, _crd, _install, _operator_args,  # noqa: F401
@@ -62,6 +63,44 @@ def monitors(cluster):
     yield {"pod": read("podmonitors"), "service": read("servicemonitors"), "rules": read("prometheusrules"),
            "cluster": cluster}
     _uninstall(cluster, NS_RELEASE, "stepshot")
+
+
+def _kept(job: dict, labels: dict[str, str]) -> bool:
+    """The keep/drop rules of a scrape job applied to one discovered target (as Prometheus does)."""
+    for rule in job["relabel_configs"]:
+        if rule.get("action") in ("keep", "drop"):
+            value = ";".join(labels.get(s, "") for s in rule["source_labels"])
+            if (re.fullmatch(rule["regex"], value) is not None) != (rule["action"] == "keep"):
+                return False
+    return True
+
+
+def test_the_monitors_keep_running_stage_pods_of_watched_namespaces_and_the_operator_service(monitors):
+    """What the jobs keep of kubernetes_sd's targets (tests/kubesd.py): the PodMonitor a Running
+    pod with stepshot.dev/training on its metrics port in a watched namespace (this release is
+    rbac.mode=namespaced: its own; the node test's is cluster mode, any namespace); the
+    ServiceMonitor the operator's Service in the release namespace."""
+    from kubesd import endpoints_targets, pod_targets
+    [pod_job, service_job] = scrape_jobs(monitors["pod"], monitors["service"], {"pod": "p.json", "endpoints": "e.json"})
+
+    def pod(namespace: str, labels: dict, phase: str = "Running") -> list[dict]:
+        return pod_targets({"metadata": {"name": "x", "namespace": namespace, "labels": labels},
+                            "spec": {"containers": [{"name": "trainer", "ports": [
+                                {"name": "metrics", "containerPort": 9400}, {"name": "c10d", "containerPort": 29500}]}]},
+                            "status": {"podIP": "10.1.1.1", "phase": phase}})
+    kept = lambda targets: [t["targets"][0] for t in targets if _kept(pod_job, t["labels"])]  # noqa: E731
+    assert kept(pod(NS_RUN, {"stepshot.dev/training": "run"})) == ["10.1.1.1:9400"]
+    assert kept(pod(NS_RUN, {"stepshot.dev/training": "run"}, "Succeeded")) == []   # its IP may be reused
+    assert kept(pod(NS_RUN, {"app": "other"})) == []
+    assert kept(pod("unwatched", {"stepshot.dev/training": "run"})) == []
+
+    def service(namespace: str) -> list[dict]:
+        labels = monitors["service"][0]["spec"]["selector"]["matchLabels"]
+        return endpoints_targets({"metadata": {"name": "stepshot-metrics", "namespace": namespace},
+                                  "subsets": [{"addresses": [{"ip": "10.1.1.2"}], "ports": [{"name": "metrics", "port": 8080}]}]},
+                                 {"metadata": {"name": "stepshot-metrics", "labels": labels}}, {})
+    assert [t for t in service(NS_RELEASE) if _kept(service_job, t["labels"])]
+    assert not [t for t in service("elsewhere") if _kept(service_job, t["labels"])]
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,26 +290,16 @@ def test_dashboard_images_per_second_equals_the_logged_rate(scraped_run):
     "Images/s per stage / partition" (the pods' rates summed by Prometheus) within 10%."""
     prom = scraped_run["prom"]
     panel = next(e for w, e in dashboard_queries() if w.startswith("panel 'Images/s"))
-    logged: dict[str, list[float]] = {}
-    for stage, rate in re.findall(r"^\[(\w+)\] step \d+/\d+ .* ([\d.]+) img/s data wait", scraped_run["log"], re.M):
-        logged.setdefault(stage, []).append(float(rate))
+    logged = logged_rates(scraped_run["log"])
     # A fast stage may end before its first periodic line (the epoch line has no window rate).
     assert "oneshot" in logged and set(logged) <= {"oneshot", "g2"}, scraped_run["log"][-2000:]
     for stage, rates in logged.items():
         expr = substitute(panel, 0).replace('stage=~".*"', f'stage="{stage}"')
         [series] = _range(prom, expr, scraped_run)
-        shown = [float(v) for _, v in series["values"]]
-        shown = [v for i, v in enumerate(shown) if i == 0 or v != shown[i - 1]]   # each published value
-        at, matched = 0, 0
-        for rate in rates:
-            # A window's value can be replaced (epoch-end flush) before a scrape sees it: such a
-            # rate is skipped, but most must be on the dashboard, in order, within 10%.
-            match = next((i for i in range(at, len(shown)) if shown[i] == pytest.approx(rate, rel=0.10)), None)
-            if match is None:
-                continue
-            print(f"{stage}: log {rate:.1f} img/s, dashboard {shown[match]:.1f} img/s")
-            at, matched = match + 1, matched + 1
-        assert matched >= max(1, (len(rates) + 1) // 2), (stage, rates, shown)
+        pairs = matched_in_order(rates, series["values"])
+        for rate, shown in pairs:
+            print(f"{stage}: log {rate:.1f} img/s, dashboard {shown:.1f} img/s")
+        assert len(pairs) >= max(1, (len(rates) + 1) // 2), (stage, rates, series["values"])
 
 
 @pytest.mark.slow

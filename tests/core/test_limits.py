@@ -1,28 +1,14 @@
 """Quantities that parse but no node could ever satisfy are refused with the field named
 (stepshot.spec.limits): every resource quantity of the schema has bounds, every count a maximum."""
-import copy
 
 import pytest
 
+from specdocs import spec_doc as doc
 from stepshot import spec
 from stepshot.quantity import QUANTITY
 from stepshot.spec import limits
 
-BASE = {"apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining", "metadata": {"name": "t"},
-        "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}}}
 IMAGENET = {"space": "resnet48", "dataset": {"kind": "imagefolder", "path": "/data"}}
-
-
-def doc(base: dict | None = None, **patch) -> dict:
-    out = copy.deepcopy(BASE)
-    out["spec"].update(base or {})
-    for dotted, value in patch.items():
-        node = out["spec"]
-        *head, last = dotted.split("__")
-        for key in head:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return out
 
 
 def _walk(schema: dict, path: str):

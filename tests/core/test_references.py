@@ -1,15 +1,12 @@
 """Strings that name other objects are held to the referenced kind's rules (stepshot.spec.references)
 and refused with the field named; every string field of the schema is accounted for."""
-import copy
 
 import pytest
 
+from specdocs import spec_doc as doc
 from stepshot import spec
 from stepshot.quantity import QUANTITY
 from stepshot.spec.references import REFERENCES, reference_of
-
-BASE = {"apiVersion": "stepshot.dev/v1alpha1", "kind": "SupernetTraining", "metadata": {"name": "t"},
-        "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}}}
 
 # String fields that name no object, and why (or which rule checks them instead).
 NOT_NAMES = {
@@ -56,16 +53,6 @@ def test_every_string_field_is_in_the_table_or_names_nothing():
               and not any(g == t or g.endswith("." + t) for g in fields)]
     assert unused == []
 
-
-def doc(**patch) -> dict:
-    out = copy.deepcopy(BASE)
-    for dotted, value in patch.items():
-        node = out["spec"]
-        *head, last = dotted.split("__")
-        for key in head:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return out
 
 
 AFFINITY_TERM = "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"

@@ -4,25 +4,8 @@ import copy
 import pytest
 import yaml
 
+from specdocs import BASE, spec_doc as with_spec
 from stepshot import spec
-
-BASE = {
-    "apiVersion": "stepshot.dev/v1alpha1",
-    "kind": "SupernetTraining",
-    "metadata": {"name": "t"},
-    "spec": {"space": "resnet48-fmnist", "dataset": {"kind": "fashion-mnist"}},
-}
-
-
-def with_spec(**patch):
-    doc = copy.deepcopy(BASE)
-    for dotted, value in patch.items():
-        node = doc["spec"]
-        *head, last = dotted.split("__")
-        for key in head:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return doc
 
 
 def test_defaults_fill_nested_sections():
@@ -164,7 +147,6 @@ def test_metadata_name_must_make_valid_child_names(name, nodes, ok):
                                         ("64M", 64 * 10**6), (".5", 0.5)])
 def test_quantities_parse_exactly(text, value):
     assert spec.parse_quantity(text) == pytest.approx(value)
-
 
 
 _BOMB = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
