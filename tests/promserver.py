@@ -188,7 +188,11 @@ class Prometheus:
             [prometheus_path(), f"--config.file={self.dir / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 60, "prometheus ready", 0.2)
+        try:
+            wait_for(self._ready, 60, "prometheus ready", 0.2)
+        except BaseException:
+            self.stop()      # never leave a server behind a failed start
+            raise
         return self
 
     def _ready(self) -> bool:

@@ -56,9 +56,11 @@ def scraped(operator, tmp_path_factory):
     _monitoring_kinds(node)
     node.install_chart(tmp, MONITORING)
     read = lambda plural: node.get(plural, "-n", RELEASE_NS)["items"]  # noqa: E731
-    prom = Prometheus(tmp / "prometheus", read("podmonitors"), read("servicemonitors"), read("prometheusrules")).start()
-    sd = KubeSD(node.client(), prom.target_files).start()
+    prom = Prometheus(tmp / "prometheus", read("podmonitors"), read("servicemonitors"), read("prometheusrules"))
+    sd = KubeSD(node.client(), prom.target_files)
     try:
+        prom.start()
+        sd.start()
         node.work_volume(NS)
         failing_work = node.work_volume(NS_FAILING)
         start = time.time()
