@@ -34,7 +34,11 @@ REFS = {"archs": "../benchmarks/archs/resnet48-fmnist-64.json",
 SPEC = {"dataset": {"trainLimit": 8192}, "oneShot": {"epochs": 2},
         "resources": {"nodes": 2, "cpu": "500m", "memory": "1536Mi"},
         "selection": {**REFS, "evalImages": 128, "calibrationBatches": 1},
-        "scheduling": {"env": [{"name": "STEPSHOT_LOG_SECONDS", "value": "10"}]}}
+        # Every pod, a seconds-long snapshot pod too, waits at exit until a scrape has seen its
+        # last figures: set explicitly, the linger does not depend on an earlier scrape (a
+        # snapshot pod can end before discovery and the first scrape reach it).
+        "scheduling": {"env": [{"name": "STEPSHOT_LOG_SECONDS", "value": "10"},
+                               {"name": "STEPSHOT_METRICS_LINGER_SECONDS", "value": "20"}]}}
 
 
 def _monitoring_kinds(node: Node) -> None:
