@@ -20,7 +20,8 @@ def meta_suffix(label: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
-def _map_labels(prefix: str, what: str, values: dict | None) -> dict[str, str]:
+def map_labels(prefix: str, what: str, values: dict | None) -> dict[str, str]:
+    """`{prefix}_{what}_<name>` and `{prefix}_{what}present_<name>` for each of a map's keys."""
     out = {}
     for key, value in (values or {}).items():
         out[f"{prefix}_{what}_{meta_suffix(key)}"] = value
@@ -41,8 +42,8 @@ def _pod_meta(pod: dict) -> dict[str, str]:
     if owner:
         out["__meta_kubernetes_pod_controller_kind"] = owner["kind"]
         out["__meta_kubernetes_pod_controller_name"] = owner["name"]
-    out.update(_map_labels("__meta_kubernetes_pod", "label", meta.get("labels")))
-    out.update(_map_labels("__meta_kubernetes_pod", "annotation", meta.get("annotations")))
+    out.update(map_labels("__meta_kubernetes_pod", "label", meta.get("labels")))
+    out.update(map_labels("__meta_kubernetes_pod", "annotation", meta.get("annotations")))
     return out
 
 
@@ -66,8 +67,7 @@ def pod_targets(pod: dict) -> list[dict]:
     common, out = _pod_meta(pod), []
     for init, key in ((False, "containers"), (True, "initContainers")):
         for container in pod["spec"].get(key) or []:
-            ports = container.get("ports") or []
-            for port in ports or [None]:
+            for port in container.get("ports") or [None]:
                 address = f"{ip}:{port['containerPort']}" if port else ip
                 out.append({"targets": [address], "labels": {**common, **_container_meta(container, port, init)}})
     return out
@@ -78,11 +78,11 @@ def endpoints_targets(endpoints: dict, service: dict | None, pods: dict[tuple[st
     and, for an address backed by a pod, the pod's (and the container serving that port)."""
     meta = endpoints["metadata"]
     common = {"__meta_kubernetes_namespace": meta["namespace"], "__meta_kubernetes_endpoints_name": meta["name"],
-              **_map_labels("__meta_kubernetes_endpoints", "label", meta.get("labels"))}
+              **map_labels("__meta_kubernetes_endpoints", "label", meta.get("labels"))}
     if service is not None:
         common["__meta_kubernetes_service_name"] = service["metadata"]["name"]
-        common.update(_map_labels("__meta_kubernetes_service", "label", service["metadata"].get("labels")))
-        common.update(_map_labels("__meta_kubernetes_service", "annotation", service["metadata"].get("annotations")))
+        common.update(map_labels("__meta_kubernetes_service", "label", service["metadata"].get("labels")))
+        common.update(map_labels("__meta_kubernetes_service", "annotation", service["metadata"].get("annotations")))
     out = []
     for subset in endpoints.get("subsets") or []:
         for ready, key in (("true", "addresses"), ("false", "notReadyAddresses")):
@@ -116,6 +116,13 @@ def _serving_container(pod: dict, number: int) -> dict[str, str]:
     return {}
 
 
+def write_file_sd(path: Path, targets: list[dict]) -> None:
+    """Replace a file_sd file whole (Prometheus re-reads it on change, never half-written)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(targets))
+    tmp.replace(path)
+
+
 class KubeSD:
     """Polls an API server (a kubernetes ApiClient) for pods, endpoints and services in every
     namespace and keeps `files[role]` (role "pod", "endpoints") in file_sd format."""
@@ -143,10 +150,7 @@ class KubeSD:
 
     def write(self) -> None:
         for role, targets in self.discover().items():
-            path = self.files[role]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(targets))
-            tmp.replace(path)
+            write_file_sd(self.files[role], targets)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from apiserver import free_port, wait_for
-from kubesd import meta_suffix as _sanitize
+from kubesd import map_labels, meta_suffix as _sanitize, write_file_sd
 
 ROLES = {"podMonitor": "pod", "serviceMonitor": "endpoints"}   # kubernetes_sd role per monitor kind
 
@@ -138,15 +138,11 @@ class PodTarget:
         meta = {"__meta_kubernetes_namespace": self.namespace, "__meta_kubernetes_pod_name": self.pod,
                 "__meta_kubernetes_pod_container_name": self.container,
                 "__meta_kubernetes_pod_container_port_name": self.port_name}
-        for key, value in self.labels.items():
-            meta[f"__meta_kubernetes_pod_label_{_sanitize(key)}"] = value
-            meta[f"__meta_kubernetes_pod_labelpresent_{_sanitize(key)}"] = "true"
+        meta.update(map_labels("__meta_kubernetes_pod", "label", self.labels))
         if self.service:
             meta["__meta_kubernetes_service_name"] = self.service
             meta["__meta_kubernetes_endpoint_port_name"] = self.port_name
-            for key, value in self.service_labels.items():
-                meta[f"__meta_kubernetes_service_label_{_sanitize(key)}"] = value
-                meta[f"__meta_kubernetes_service_labelpresent_{_sanitize(key)}"] = "true"
+            meta.update(map_labels("__meta_kubernetes_service", "label", self.service_labels))
         return {"targets": [self.address], "labels": meta}
 
 
@@ -178,9 +174,7 @@ class Prometheus:
     def set_targets(self, targets: list[PodTarget]) -> None:
         """Replace the file_sd targets (Prometheus re-reads the files on change)."""
         for role, path in self.target_files.items():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps([t.file_sd() for t in targets if (t.service is not None) == (role == "endpoints")]))
-            tmp.replace(path)
+            write_file_sd(path, [t.file_sd() for t in targets if (t.service is not None) == (role == "endpoints")])
 
     def start(self) -> "Prometheus":
         log = open(self.dir / "prometheus.log", "wb")

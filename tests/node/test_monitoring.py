@@ -20,7 +20,8 @@ from apiserver import stub_crd
 from kubesd import KubeSD
 from localnode import RELEASE_NS, Node, timing, wait_for
 from promserver import Prometheus, dashboard_queries, logged_rates, matched_in_order, substitute
-from test_pipeline import RUN, apply, children, training, wait_phase
+from test_multinode import _train_logs
+from test_pipeline import RUN, apply, training, wait_phase
 
 MONITORING = {"monitoring": {"serviceMonitor": {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"},
                              "podMonitor": {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"},
@@ -46,12 +47,6 @@ def _monitoring_kinds(node: Node) -> None:
                          ("PrometheusRule", "prometheusrules")):
         node.kubectl("apply", "-f", "-", input=json.dumps(stub_crd("monitoring.coreos.com", kind, plural)))
         node.kubectl("wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com", "--timeout=60s")
-
-
-def _train_logs(node: Node, namespace: str, name: str) -> str:
-    return "\n".join(node.kubectl("logs", p["metadata"]["name"], "-n", namespace, "-c", "trainer", check=False)
-                     for p in children(node, namespace, name, "pods")
-                     if p["metadata"]["labels"].get("stepshot.dev/component") == "train")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def scraped(operator, tmp_path_factory):
         wait_for(lambda: prom.query(f'ALERTS{{name="{FAILING}", alertstate="firing"}}'), 180,
                  "StepshotRunFailed firing for the failed run", 1)
         assert sd.error is None, sd.error
-        yield {"prom": prom, "start": start, "end": time.time(), "log": _train_logs(node, NS, NAME), "status": body["status"]}
+        yield {"prom": prom, "start": start, "end": time.time(), "log": "\n".join(_train_logs(node, NS, NAME).values()), "status": body["status"]}
     finally:
         sd.stop()
         prom.stop()
