@@ -327,7 +327,8 @@ def test_evaluation_and_snapshot_progress_reach_the_end(scraped_run):
             assert max(values) == 1.0
     sizes = _range(prom, 'max by (stage) (stepshot_trainer_snapshot_size_bytes)', scraped_run)
     written = _range(prom, 'max by (stage) (stepshot_trainer_snapshot_written_bytes)', scraped_run)
-    assert {s["metric"]["stage"] for s in written} == {"oneshot", "g2"}
+    served = [line for line in scraped_run["log"].splitlines() if line.startswith("metrics:")]
+    assert {s["metric"]["stage"] for s in written} == {"oneshot", "g2"}, served
     for s, w in zip(sorted(sizes, key=lambda s: s["metric"]["stage"]), sorted(written, key=lambda s: s["metric"]["stage"])):
         assert w["values"][-1][1] == s["values"][-1][1]     # every byte written, and seen
 

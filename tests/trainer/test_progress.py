@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 import torch
@@ -179,3 +180,25 @@ def test_an_unscraped_process_does_not_wait(monkeypatch):
     m.set("stepshot_trainer_step", 1)
     assert m.linger() is False                         # nobody scraped: timeout 0, no wait
     m.close()
+
+
+def test_only_a_delivered_metrics_response_that_read_the_last_update_counts_as_seen(monkeypatch):
+    """A favicon request is no scrape, and a scrape that read the gauges before the last update
+    (the update raced the collection) has not seen it: the process keeps waiting."""
+    import urllib.request
+    from apiserver import free_port
+
+    monkeypatch.setenv("STEPSHOT_METRICS_LINGER_SECONDS", "0.3")
+    port = free_port()
+    m = TrainerMetrics("s", "root", port=port)
+    try:
+        read_before = time.monotonic()
+        m.set("stepshot_trainer_step", 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/favicon.ico", timeout=5) as r:
+            assert r.read() == b""
+        m._scrapes.delivered(read_before)
+        assert m.linger() is False
+        _scrape(port)
+        assert m.linger() is True
+    finally:
+        m.close()

@@ -26,7 +26,10 @@ import sys
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 LABELS = ("stage", "partition")
 _GAUGES = {
@@ -59,20 +62,63 @@ def metric_names() -> list[str]:
     return sorted([*_GAUGES, LOSS])
 
 
-class _WatchedRegistry(CollectorRegistry):
-    """A registry that knows when it was last scraped (only the HTTP server collects it)."""
+class _Scrapes:
+    """When this process's figures last reached a scraper.
+
+    A scrape counts once its response was written to the socket (the WSGI server closes the
+    body only after sending it), and it counts from the moment it started reading the gauges:
+    an update made while a scrape was being collected, or a response cut off because the
+    process exited, is not "seen".
+    """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.scrapes, self.scraped_at = 0, 0.0
+        self.count, self.read_at = 0, 0.0
         self.seen = threading.Condition()
 
-    def collect(self):
-        yield from super().collect()
+    def delivered(self, read_at: float) -> None:
         with self.seen:
-            self.scrapes += 1
-            self.scraped_at = time.monotonic()
+            self.count += 1
+            self.read_at = max(self.read_at, read_at)
             self.seen.notify_all()
+
+
+class _Delivered:
+    """A WSGI body that reports when the server has sent it (wsgiref calls close() after)."""
+
+    def __init__(self, body, on_sent) -> None:
+        self.body, self.on_sent = body, on_sent
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        self.on_sent()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # a scrape every few seconds is not a log line
+        pass
+
+
+def _serve(port: int, registry: CollectorRegistry, scrapes: _Scrapes) -> ThreadingWSGIServer:
+    """prometheus_client's metrics app on its threading server, telling `scrapes` when a
+    metrics response was delivered."""
+    app = make_wsgi_app(registry)
+
+    def watched(environ: dict, start_response):
+        read_at, status = time.monotonic(), []
+
+        def started(code: str, headers: list, *exc_info):
+            status.append(code)
+            return start_response(code, headers, *exc_info)
+
+        body = app(environ, started)
+        metrics = environ.get("PATH_INFO") != "/favicon.ico" and status[:1] and status[0].startswith("200")
+        return _Delivered(body, lambda: scrapes.delivered(read_at)) if metrics else body
+
+    server = make_server("0.0.0.0", port, watched, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def linger_seconds(scraped: bool) -> float:
@@ -87,7 +133,7 @@ class TrainerMetrics:
     """Gauges for one stage; `port` 0/None (or a non-zero local rank) records without serving."""
 
     def __init__(self, stage: str, partition: str, port: int | None = None, local_rank: int = 0):
-        self.registry = _WatchedRegistry()
+        self.registry, self._scrapes = CollectorRegistry(), _Scrapes()
         self._updated_at = time.monotonic()
         self._gauges = {name: Gauge(name, doc, LABELS, registry=self.registry) for name, doc in _GAUGES.items()}
         self._loss = Gauge(LOSS, "Last step's loss per sandwich member", (*LABELS, "member"),
@@ -97,7 +143,7 @@ class TrainerMetrics:
         self.server = None
         if port and local_rank == 0:
             try:
-                self.server = start_http_server(port, registry=self.registry)
+                self.server = _serve(port, self.registry, self._scrapes)
             except OSError as exc:  # a busy port must not kill a training run
                 print(f"metrics: cannot serve on port {port}: {exc}", file=sys.stderr)
 
@@ -116,15 +162,14 @@ class TrainerMetrics:
 
     def linger(self) -> bool:
         """Wait until a scrape saw the last update (see the module docstring); whether one did."""
-        reg = self.registry
-        with reg.seen:
-            return reg.seen.wait_for(lambda: reg.scraped_at > self._updated_at,
-                                     timeout=linger_seconds(reg.scrapes > 0))
+        scrapes = self._scrapes
+        with scrapes.seen:
+            return scrapes.seen.wait_for(lambda: scrapes.read_at > self._updated_at,
+                                         timeout=linger_seconds(scrapes.count > 0))
 
     def close(self) -> None:
         if self.server is not None:
             self.linger()
-            server, _thread = self.server
-            server.shutdown()
-            server.server_close()
+            self.server.shutdown()
+            self.server.server_close()
             self.server = None
